@@ -1,0 +1,47 @@
+"""`prefloop <command> [flags]`: one entry point; each command lives in its own module.
+
+Commands are imported lazily so `prefloop --help` and the feedback server never load torch.
+Each command module exposes `main(argv: list[str]) -> None`, which parses its typed config
+with `prefloop.config.parse_args`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sft": ("prefloop.train.sft", "supervised fine-tuning on demonstrations (loss on response tokens)"),
+    "reward": ("prefloop.train.reward_model", "train a scalar reward model on pairwise / ranked / margin data"),
+    "dpo": ("prefloop.train.preference", "direct preference optimization (sigmoid DPO, cDPO)"),
+    "ipo": ("prefloop.train.preference", "identity preference optimization"),
+    "kto": ("prefloop.train.preference", "Kahneman-Tversky optimization on binary feedback"),
+    "demo": ("prefloop.demo", "the main job: sample, simulate annotators, train RM + DPO, report"),
+    "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
+    "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),
+    "campaign": ("prefloop.feedback.cli", "create campaigns, annotators and exports from the shell"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: prefloop <command> [--help] [flags]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {doc}" for name, (_, doc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"prefloop: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[command][0])
+    module.main(rest, command=command)
+
+
+if __name__ == "__main__":
+    main()
