@@ -1,0 +1,186 @@
+"""Sampling completions with Hugging Face `generate` (CPU / single device; tests and small runs).
+
+`HFGenerator.generate(prompts, num_responses=K, seed=s)` returns, for each prompt, K
+`Completion`s: the text (special tokens stripped), the sampled token ids (ending with the
+stop token when the model stopped by itself) and their summed log-probability under the
+distribution they were sampled from:
+
+    logprob = sum_t log softmax(process(logits_t))[y_t]
+
+where `process` is what sampling applied (temperature, then top-p truncation). With
+temperature 1 and top_p 1 this is the model's own log p(y | x), equal to a teacher-forced
+forward pass over prompt + token_ids. With temperature 0 decoding is greedy and the
+log-prob is the model's (temperature 1) log p of the greedy tokens.
+
+Prompts go through the tokenizer's chat template with the assistant header
+(`prefloop.data.tokenize.encode_prompt`), are left-padded in batches of `batch_size`
+sequences (memory stays bounded whatever K and the number of prompts), and generation
+stops at eos or the end-of-turn token (<|im_end|> for ChatML models). The seed fixes the
+samples: the same seed, prompts, K and batch size give the same completions; the global
+torch RNG is left untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from prefloop.data.records import PromptText
+
+
+@dataclass
+class Completion:
+    """One sampled response: decoded text, its token ids and their summed log-prob."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprob: float = 0.0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that samples K completions per prompt (HF generate here, vLLM on GPUs)."""
+
+    def generate(
+        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int = 0
+    ) -> list[list[Completion]]: ...
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """eos plus the chat end-of-turn token when the vocabulary has one (<|im_end|>, <|eot_id|>...)."""
+    ids = [tokenizer.eos_token_id]
+    vocab = tokenizer.get_vocab()
+    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
+        if token in vocab:
+            ids.append(vocab[token])
+    return sorted({i for i in ids if i is not None})
+
+
+def _encode_prompt(tokenizer, prompt: PromptText, max_prompt_length: int | None) -> list[int]:
+    from prefloop.data.tokenize import encode_prompt
+
+    return encode_prompt(tokenizer, prompt, max_prompt_length)
+
+
+class HFGenerator:
+    """`Generator` over a transformers causal LM (also a PEFT-wrapped one)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 16,
+        max_prompt_length: int | None = None,
+        progress: bool | None = None,
+    ):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError("batch_size and max_new_tokens must be at least 1")
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.batch_size, self.max_prompt_length = batch_size, max_prompt_length
+        self.progress = progress  # None: a bar only when there is more than one batch
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    # ----------------------------------------------------------------- public
+
+    def generate(
+        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int = 0
+    ) -> list[list[Completion]]:
+        """K = `num_responses` completions for each prompt, in prompt order."""
+        if num_responses < 1:
+            raise ValueError(f"num_responses must be at least 1, got {num_responses}")
+        encoded = [_encode_prompt(self.tokenizer, p, self.max_prompt_length) for p in prompts]
+        # Each prompt repeated K times, consecutively; batches cut through this list.
+        flat = [ids for ids in encoded for _ in range(num_responses)]
+        starts = list(range(0, len(flat), self.batch_size))
+        results: list[Completion] = []
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=self._rng_devices()), torch.no_grad():
+                torch.manual_seed(seed)
+                for start in self._progress(starts):
+                    results.extend(self._generate_batch(flat[start : start + self.batch_size]))
+        finally:
+            model.train(was_training)
+        return [results[i * num_responses : (i + 1) * num_responses] for i in range(len(prompts))]
+
+    # ----------------------------------------------------------------- pieces
+
+    def _rng_devices(self) -> list[Any]:
+        device = self._device()
+        return [device] if device.type == "cuda" else []
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _progress(self, starts: list[int]):
+        if self.progress is False or (self.progress is None and len(starts) < 2):
+            return starts
+        from tqdm.auto import tqdm
+
+        # disable=None: automatic, i.e. no bar when stderr is not a terminal (logs, tests).
+        disable = False if self.progress else None
+        return tqdm(starts, desc="generate", unit="batch", file=sys.stderr, leave=False, disable=disable)
+
+    def _left_pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, ids in enumerate(batch):
+            if ids:
+                input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                mask[i, width - len(ids) :] = 1
+        device = self._device()
+        return input_ids.to(device), mask.to(device)
+
+    def _generation_config(self):
+        from transformers import GenerationConfig
+
+        sample = self.temperature > 0
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=sample,
+            temperature=self.temperature if sample else None,
+            top_p=self.top_p if sample else None,
+            top_k=0 if sample else None,  # no hidden top-k=50 truncation
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+
+    def _generate_batch(self, batch: list[list[int]]) -> list[Completion]:
+        input_ids, mask = self._left_pad(batch)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=mask, generation_config=self._generation_config()
+        )
+        new_tokens = out.sequences[:, input_ids.shape[1] :]
+        # scores[t]: [N, V] processed logits for step t (after temperature / top-p).
+        scores = torch.stack(out.scores, dim=1).float()
+        logps = torch.log_softmax(scores, dim=-1)
+        token_logps = logps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        return [self._completion(new_tokens[i].tolist(), token_logps[i]) for i in range(len(batch))]
+
+    def _completion(self, tokens: list[int], token_logps: torch.Tensor) -> Completion:
+        """Cut after the first stop token (later positions are padding of finished rows)."""
+        length = len(tokens)
+        for t, tok in enumerate(tokens):
+            if tok in self.stop_ids:
+                length = t + 1
+                break
+        ids = tokens[:length]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return Completion(text=text, token_ids=ids, logprob=float(token_logps[:length].sum()))
