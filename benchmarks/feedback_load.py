@@ -1,0 +1,154 @@
+"""Load test of the feedback server: N annotator clients x M judgments against a real server process.
+
+    .venv/bin/python benchmarks/feedback_load.py --clients 20 --judgments 50
+    .venv/bin/python benchmarks/feedback_load.py --db postgresql://postgres@127.0.0.1:5432/bench
+
+Starts `prefloop serve` in a subprocess on a free loopback port (SQLite in a temporary directory
+unless --db is given; a PostgreSQL database given with --db should be empty or disposable),
+creates a campaign with clients x judgments / overlap items, then runs one thread per client, each
+doing GET /next + POST /submit until its tasks are done. Reports submitted judgments per second
+and p50 / p99 latency of the submit and next requests, and checks that the database holds
+exactly one row per acknowledged judgment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db_url: str, workdir: Path, password: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(workdir / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefloop.cli", "serve", "--db", db_url, "--port", str(port),
+         "--admin-password", password, "--log-level", "warning", "--workers", str(workers)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited; see {workdir / 'server.log'}")
+        try:
+            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+
+
+def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, workers: int = 1) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="prefloop-load-"))
+    db_url = db_url or f"sqlite:///{workdir / 'load.db'}"
+    password = "load-test-password"
+    proc, base = start_server(db_url, workdir, password, workers)
+    try:
+        admin_token = httpx.post(base + "/api/login", json={"name": "admin", "password": password}).json()["token"]
+        admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=120)
+        cid = admin.post("/api/campaigns", json={"name": "load", "feedback_types": ["pairwise", "ranking", "rating"],
+                                                  "overlap": overlap}).json()["id"]
+        n_items = clients * judgments // overlap
+        items = [{"prompt": f"prompt {i}", "responses": [{"text": f"answer {i}.{j}", "model": f"m{j}"} for j in range(k)]}
+                 for i in range(n_items)]
+        admin.post(f"/api/campaigns/{cid}/items", json={"items": items}).raise_for_status()
+        names = [f"load{i:03d}" for i in range(clients)]
+        annotators = admin.post(f"/api/campaigns/{cid}/annotators", json={"names": names}).json()["annotators"]
+        tokens = [a["token"] for a in annotators]
+
+        submit_lat: list[float] = []
+        next_lat: list[float] = []
+        acked: list[int] = []
+        lock = threading.Lock()
+
+        def client(token: str) -> None:
+            mine_s, mine_n, mine_ids = [], [], []
+            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+                for n in range(judgments):
+                    t0 = time.perf_counter()
+                    task = c.get(f"/api/campaigns/{cid}/next").json()["task"]
+                    mine_n.append(time.perf_counter() - t0)
+                    if task is None:
+                        break
+                    ids = [r["id"] for r in task["responses"]]
+                    body = {"idempotency_key": f"{token[:8]}-{task['task_id']}", "ranking": [[i] for i in ids],
+                            "pairwise": {"a": ids[0], "b": ids[1], "choice": "a", "strength": "better"}}
+                    t0 = time.perf_counter()
+                    r = c.post(f"/api/tasks/{task['task_id']}/submit", json=body)
+                    mine_s.append(time.perf_counter() - t0)
+                    r.raise_for_status()
+                    mine_ids.append(r.json()["judgment_id"])
+            with lock:
+                submit_lat.extend(mine_s)
+                next_lat.extend(mine_n)
+                acked.extend(mine_ids)
+
+        threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - start
+        stored = admin.get(f"/api/campaigns/{cid}/judgments").json()
+        assert len(stored) == len(acked) == len(set(acked)), (len(stored), len(acked))
+        return {
+            "db": db_url.split(":", 1)[0],
+            "clients": clients,
+            "workers": workers,
+            "judgments": len(acked),
+            "seconds": round(seconds, 2),
+            "judgments_per_s": round(len(acked) / seconds, 1),
+            "requests_per_s": round((len(acked) + len(next_lat)) / seconds, 1),
+            "submit_p50_ms": round(1000 * statistics.median(submit_lat), 1),
+            "submit_p99_ms": round(1000 * percentile(submit_lat, 99), 1),
+            "next_p50_ms": round(1000 * statistics.median(next_lat), 1),
+            "next_p99_ms": round(1000 * percentile(next_lat, 99), 1),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 1),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--judgments", type=int, default=50, help="judgments per client")
+    p.add_argument("--overlap", type=int, default=2)
+    p.add_argument("--responses", type=int, default=3, help="responses per item (K)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (prefloop serve --workers)")
+    p.add_argument("--db", action="append", default=[], help="database URL (repeat for several); default SQLite")
+    args = p.parse_args()
+    for db in args.db or [None]:
+        print(json.dumps(run(db, args.clients, args.judgments, args.overlap, args.responses, args.workers)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

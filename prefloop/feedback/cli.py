@@ -1,0 +1,458 @@
+"""`prefloop serve` and `prefloop campaign ...`: run the feedback server, manage campaigns offline.
+
+    prefloop serve --db sqlite:///feedback.db --host 127.0.0.1 --port 8000 --admin-password S3cret!!
+    prefloop campaign create --db sqlite:///feedback.db --name demo --items samples.jsonl \
+        --feedback-types ranking pairwise --overlap 2 --annotators alice bob
+    prefloop campaign add-annotators --db ... --campaign 1 --names carol
+    prefloop campaign add-items --db ... --campaign 1 --items more.jsonl
+    prefloop campaign export --db ... --campaign 1 --kind pairwise --mode raw --output prefs.jsonl
+    prefloop campaign token --db ... --name alice        # a new token for a user who lost theirs
+    prefloop campaign list --db ...
+
+The campaign commands work on the database directly (no server needed); every command
+migrates the database to the latest schema first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from prefloop.config import parse_args
+
+
+@dataclass
+class ServeConfig:
+    """Run the feedback server (web UI + REST API)."""
+
+    db: str = "sqlite:///feedback.db"
+    """Database URL: sqlite:///path.db (default) or postgresql://user:pass@host/dbname."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (127.0.0.1 = this machine only)."""
+    port: int = 8000
+    """TCP port."""
+    admin_password: str | None = None
+    """Password of the 'admin' account created on first start; without it a token is printed."""
+    log_level: str = "info"
+    """uvicorn log level (critical, error, warning, info, debug)."""
+    workers: int = 1
+    """Server processes. One is plenty for SQLite; use more with PostgreSQL under heavy load."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class CreateConfig:
+    """Create a campaign from a JSONL of items (the `prefloop generate` output works as is)."""
+
+    items: str = ""
+    """Items file: .jsonl/.json/.parquet or a HF datasets dir; lines {"prompt", "responses": [...]}."""
+    name: str = "campaign"
+    """Campaign name shown to annotators."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    feedback_types: list[str] = field(default_factory=lambda: ["ranking"])
+    """Feedback collected: any of pairwise, ranking, rating, binary, critique, edit."""
+    overlap: int = 1
+    """Annotators per item (k)."""
+    anonymous: bool = True
+    """Hide model names from annotators until they have voted."""
+    rating_scale: tuple[float, float] = (1.0, 7.0)
+    """Lowest and highest rating."""
+    instructions: str = ""
+    """Instructions shown above every task."""
+    annotators: list[str] = field(default_factory=list)
+    """Annotators to add right away (new names get accounts; their tokens are printed)."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class AddAnnotatorsConfig:
+    """Add annotators to a campaign; prints a token for each new account."""
+
+    campaign: int = 0
+    """Campaign id."""
+    names: list[str] = field(default_factory=list)
+    """Annotator names (new names become annotator accounts)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class AddItemsConfig:
+    """Add items to an existing campaign."""
+
+    campaign: int = 0
+    """Campaign id."""
+    items: str = ""
+    """Items file (same formats as `campaign create`)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class ExportConfig:
+    """Export a campaign's judgments as training records (JSONL)."""
+
+    campaign: int = 0
+    """Campaign id."""
+    kind: Literal["pairwise", "ranked", "binary", "rating", "demonstration"] = "pairwise"
+    """Record kind to write."""
+    mode: Literal["raw", "consensus"] = "raw"
+    """raw: one record per annotator; consensus: annotators merged per item."""
+    output: str = "export.jsonl"
+    """Output file (.jsonl)."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class TokenConfig:
+    """Issue a new API token for an existing user (older tokens stay valid)."""
+
+    name: str = ""
+    """User name."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class ListConfig:
+    """List campaigns with their item, task and judgment counts."""
+
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading items
+
+
+class ItemsError(ValueError):
+    """A bad items file; the message names file, line and field."""
+
+
+def _item_from_row(row: Any) -> dict[str, Any]:
+    """Accepted shapes: {"prompt", "responses": [{"text", "model"?, "checkpoint"?} | str], "gold"?}
+    and {"prompt", "chosen", "rejected"} (two responses). Other keys (logprob, meta) are ignored."""
+    if not isinstance(row, dict):
+        raise ItemsError(f"expected a JSON object, got {type(row).__name__}")
+    if "responses" not in row and "chosen" in row and "rejected" in row:
+        row = {"prompt": row.get("prompt"), "responses": [row["chosen"], row["rejected"]]}
+    if "responses" not in row:
+        raise ItemsError("field 'responses': missing (generate them with `prefloop generate --num-responses K`)")
+    responses = row["responses"]
+    if not isinstance(responses, list):
+        raise ItemsError("field 'responses': expected a list")
+    clean = []
+    for i, r in enumerate(responses):
+        if isinstance(r, str):
+            clean.append({"text": r})
+        elif isinstance(r, dict) and "text" in r:
+            clean.append({k: r[k] for k in ("text", "model", "checkpoint") if r.get(k) is not None})
+        else:
+            raise ItemsError(f"field 'responses[{i}]': expected a string or an object with 'text'")
+    item = {"prompt": row.get("prompt"), "responses": clean}
+    if row.get("gold") is not None:
+        item["gold"] = row["gold"]
+    return item
+
+
+def _validate(item: dict[str, Any]) -> dict[str, Any]:
+    from prefloop.feedback.schemas import ItemIn
+
+    try:
+        return ItemIn.model_validate(item).model_dump(mode="json")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ItemsError(f"field '{loc}': {err['msg']}" if loc else err["msg"]) from None
+
+
+def _rows(path: Path) -> list[tuple[int, Any]]:
+    """(line or row number, row) pairs from a JSONL / JSON / Parquet file or a HF datasets dir."""
+    if path.is_dir() or path.suffix == ".parquet":
+        import datasets
+
+        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[next(iter(ds))]
+        return [(i + 1, dict(row)) for i, row in enumerate(ds)]
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if not isinstance(data, list):
+            raise ItemsError(f"{path}: expected a JSON list of items")
+        return list(enumerate(data, start=1))
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ItemsError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+    return rows
+
+
+def read_items(path: str | Path) -> list[dict[str, Any]]:
+    """Validated items of a campaign file; errors read like 'items.jsonl:7: field 'responses': ...'."""
+    path = Path(path)
+    if not path.exists():
+        raise ItemsError(f"{path}: file not found")
+    items = []
+    for n, row in _rows(path):
+        try:
+            items.append(_validate(_item_from_row(row)))
+        except ItemsError as exc:
+            raise ItemsError(f"{path}:{n}: {exc}") from None
+    if not items:
+        raise ItemsError(f"{path}: no items")
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def ensure_admin(db_url: str, password: str | None) -> str | None:
+    """Create the 'admin' account on first start; returns its token when one was made.
+
+    With a password, an existing admin's password is reset to it (whoever runs `serve` owns the DB)."""
+    from sqlalchemy import select
+
+    from prefloop.feedback import auth
+    from prefloop.feedback.store import Store, User
+
+    store = Store(db_url)
+    try:
+        with store.write() as s:
+            admin = s.scalars(select(User).where(User.name == "admin")).first()
+            if admin is None:
+                _, token = auth.create_user(s, "admin", "admin", password)
+                return token
+            if password and not auth.verify_password(password, admin.password_hash):
+                admin.password_hash = auth.hash_password(password)
+            return None
+    finally:
+        store.dispose()
+
+
+def serve(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    from prefloop.feedback.app import create_app
+    from prefloop.feedback.store import upgrade
+
+    upgrade(cfg.db)
+    token = ensure_admin(cfg.db, cfg.admin_password)
+    if token and not cfg.admin_password:
+        print(f"created user 'admin'; its API token (shown once): {token}", flush=True)
+    elif token:
+        print("created user 'admin' with the given password", flush=True)
+    print(f"prefloop feedback server on http://{cfg.host}:{cfg.port} (db: {cfg.db})", flush=True)
+    if cfg.workers > 1:
+        # Each worker process builds its own app (and connection pool) from the environment.
+        os.environ[DB_ENV] = cfg.db
+        uvicorn.run("prefloop.feedback.cli:app_from_env", factory=True, host=cfg.host, port=cfg.port,
+                    log_level=cfg.log_level, workers=cfg.workers)
+        return
+    app = create_app(cfg.db, migrate=False)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+
+
+DB_ENV = "PREFLOOP_FEEDBACK_DB"
+
+
+def app_from_env() -> Any:
+    """App factory for `serve --workers N` (uvicorn imports it in every worker process)."""
+    from prefloop.feedback.app import create_app
+
+    return create_app(os.environ[DB_ENV], migrate=False)
+
+
+def _open(db_url: str) -> Any:
+    from prefloop.feedback.store import Store, upgrade
+
+    upgrade(db_url)
+    return Store(db_url)
+
+
+def _campaign(s: Any, cid: int) -> Any:
+    from prefloop.feedback.store import Campaign
+
+    c = s.get(Campaign, cid)
+    if c is None:
+        raise SystemExit(f"error: campaign {cid} not found")
+    return c
+
+
+def _print_tokens(result: dict[str, Any]) -> None:
+    for a in result["annotators"]:
+        note = a["token"] if a["token"] else "(existing account; token unchanged)"
+        print(f"  {a['name']}\t{note}")
+
+
+def create(cfg: CreateConfig) -> int:
+    from prefloop.feedback.app import insert_items, join_annotators
+    from prefloop.feedback.assignment import assign
+    from prefloop.feedback.schemas import CampaignIn
+    from prefloop.feedback.store import Campaign, utcnow
+
+    if not cfg.items:
+        raise SystemExit("error: --items FILE is required")
+    try:
+        spec = CampaignIn(name=cfg.name, feedback_types=cfg.feedback_types, overlap=cfg.overlap,
+                          anonymous=cfg.anonymous, rating_scale=cfg.rating_scale, instructions=cfg.instructions)
+        items = read_items(cfg.items)
+    except (ValidationError, ItemsError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    store = _open(cfg.db)
+    with store.write() as s:
+        c = Campaign(name=spec.name, feedback_types=list(spec.feedback_types), overlap=spec.overlap,
+                     anonymous=spec.anonymous, rating_lo=spec.rating_scale[0], rating_hi=spec.rating_scale[1],
+                     instructions=spec.instructions, created_at=utcnow())
+        s.add(c)
+        s.flush()
+        insert_items(s, c, items)
+        assign(s, c)
+        result = join_annotators(s, c, cfg.annotators) if cfg.annotators else None
+        cid = c.id
+    print(f"created campaign {cid} ({spec.name!r}) with {len(items)} items")
+    if result:
+        print("annotators (name, token):")
+        _print_tokens(result)
+    store.dispose()
+    return cid
+
+
+def add_annotators(cfg: AddAnnotatorsConfig) -> None:
+    from prefloop.feedback.app import join_annotators
+    from prefloop.feedback.schemas import AnnotatorsIn
+
+    try:
+        names = AnnotatorsIn(names=cfg.names).names
+    except ValidationError as exc:
+        raise SystemExit(f"error: {exc.errors()[0]['msg']}") from None
+    store = _open(cfg.db)
+    with store.write() as s:
+        result = join_annotators(s, _campaign(s, cfg.campaign), names)
+    print(f"campaign {cfg.campaign}: annotators (name, token); {result['tasks_created']} new tasks")
+    _print_tokens(result)
+    store.dispose()
+
+
+def add_items(cfg: AddItemsConfig) -> None:
+    from prefloop.feedback.app import insert_items
+    from prefloop.feedback.assignment import assign
+
+    try:
+        items = read_items(cfg.items)
+    except ItemsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    store = _open(cfg.db)
+    with store.write() as s:
+        c = _campaign(s, cfg.campaign)
+        insert_items(s, c, items)
+        tasks = assign(s, c)
+    print(f"campaign {cfg.campaign}: added {len(items)} items, {tasks} new tasks")
+    store.dispose()
+
+
+def export_cmd(cfg: ExportConfig) -> None:
+    from prefloop.feedback import export
+
+    store = _open(cfg.db)
+    with store.read() as s:
+        _campaign(s, cfg.campaign)
+        try:
+            records = export.export_records(s, cfg.campaign, cfg.kind, cfg.mode)
+        except export.ExportError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(export.to_jsonl(records), encoding="utf-8")
+    print(f"wrote {len(records)} {cfg.kind} records ({cfg.mode}) to {out}")
+    store.dispose()
+
+
+def token_cmd(cfg: TokenConfig) -> None:
+    from sqlalchemy import select
+
+    from prefloop.feedback import auth
+    from prefloop.feedback.store import User
+
+    store = _open(cfg.db)
+    with store.write() as s:
+        user = s.scalars(select(User).where(User.name == cfg.name)).first()
+        if user is None:
+            raise SystemExit(f"error: user {cfg.name!r} not found")
+        token = auth.issue_token(s, user)
+    print(f"{cfg.name}\t{token}")
+    store.dispose()
+
+
+def list_cmd(cfg: ListConfig) -> None:
+    from sqlalchemy import select
+
+    from prefloop.feedback.app import campaign_stats
+    from prefloop.feedback.store import Campaign
+
+    store = _open(cfg.db)
+    with store.read() as s:
+        for c in s.scalars(select(Campaign).order_by(Campaign.id)):
+            stats = campaign_stats(s, c.id)
+            print(f"{c.id}\t{c.name}\titems={stats['n_items']}\tannotators={stats['n_annotators']}\t"
+                  f"tasks={stats['n_tasks']}\tjudgments={stats['n_judgments']}\ttypes={','.join(c.feedback_types)}")
+    store.dispose()
+
+
+SUBCOMMANDS: dict[str, tuple[type, Any]] = {
+    "create": (CreateConfig, create),
+    "add-annotators": (AddAnnotatorsConfig, add_annotators),
+    "add-items": (AddItemsConfig, add_items),
+    "export": (ExportConfig, export_cmd),
+    "token": (TokenConfig, token_cmd),
+    "list": (ListConfig, list_cmd),
+}
+
+
+def _campaign_usage() -> str:
+    lines = ["usage: prefloop campaign <subcommand> [--help] [flags]", "", "subcommands:"]
+    lines += [f"  {name.ljust(15)} {cls.__doc__}" for name, (cls, _) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str], command: str = "serve") -> None:
+    if command == "serve":
+        serve(parse_args(ServeConfig, argv, prog="prefloop serve"))
+        return
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_campaign_usage())
+        return
+    sub, rest = argv[0], argv[1:]
+    if sub not in SUBCOMMANDS:
+        print(f"prefloop campaign: unknown subcommand {sub!r}\n\n{_campaign_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    cls, run = SUBCOMMANDS[sub]
+    run(parse_args(cls, rest, prog=f"prefloop campaign {sub}"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

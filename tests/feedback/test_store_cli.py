@@ -1,0 +1,113 @@
+"""`prefloop campaign ...` on the database directly: create, annotators, items, export, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from prefloop.feedback import cli
+from prefloop.feedback.app import submit_judgment
+from prefloop.feedback.auth import user_for_token
+from prefloop.feedback.schemas import SubmitIn
+from prefloop.feedback.store import Assignment, Response, Store
+
+
+def _write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _tokens(out: str) -> dict[str, str]:
+    return {line.split("\t")[0].strip(): line.split("\t")[1] for line in out.splitlines() if line.startswith("  ")}
+
+
+def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    generated = _write_jsonl(tmp_path / "samples.jsonl", [  # the `prefloop generate` output format
+        {"prompt": f"q{i}", "responses": [{"text": f"q{i} a", "model": "ckpt-1", "logprob": -3.2},
+                                          {"text": f"q{i} b", "model": "ckpt-2", "logprob": -4.0}]}
+        for i in range(4)
+    ])
+    cli.main(["create", "--db", db, "--name", "demo", "--items", str(generated), "--feedback-types", "pairwise",
+              "edit", "--overlap", "2", "--annotators", "ann1", "ann2"], command="campaign")
+    out = capsys.readouterr().out
+    assert "created campaign 1" in out and "with 4 items" in out
+    tokens = _tokens(out)
+    assert set(tokens) == {"ann1", "ann2"} and all(len(t) > 30 for t in tokens.values())
+
+    plain = _write_jsonl(tmp_path / "plain.jsonl", [{"prompt": "extra", "responses": ["one", "two"]}])
+    cli.main(["add-items", "--db", db, "--campaign", "1", "--items", str(plain)], command="campaign")
+    assert "added 1 items, 2 new tasks" in capsys.readouterr().out
+    cli.main(["add-annotators", "--db", db, "--campaign", "1", "--names", "ann3"], command="campaign")
+    assert "ann3" in _tokens(capsys.readouterr().out)
+
+    # Judgments through the same code path as the API, then export.
+    store = Store(db)
+    with store.read() as s:
+        user = user_for_token(s, tokens["ann1"])
+        tasks = s.scalars(select(Assignment).where(Assignment.user_id == user.id).order_by(Assignment.id)).all()
+        resp = {t.id: [r.id for r in s.scalars(select(Response).where(Response.item_id == t.item_id)
+                                                  .order_by(Response.position))] for t in tasks}
+    for n, t in enumerate(tasks):
+        a, b = resp[t.id]
+        body = SubmitIn(idempotency_key=f"k{n}", pairwise={"a": a, "b": b, "choice": "a", "strength": "slightly_better"},
+                        edit={"response_id": b, "text": f"fixed {n}"})
+        submit_judgment(store, t.id, body, user)
+    store.dispose()
+    out_file = tmp_path / "prefs.jsonl"
+    cli.main(["export", "--db", db, "--campaign", "1", "--kind", "pairwise", "--output", str(out_file)], command="campaign")
+    assert f"wrote {len(tasks)} pairwise records" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert all(r["margin"] == 1.0 and r["chosen"].endswith((" a", "one")) for r in rows)
+    models = {r["meta"]["chosen_model"] for r in rows}
+    assert models <= {"ckpt-1", None}  # the producing checkpoint is kept
+    demo_file = tmp_path / "demos.jsonl"
+    cli.main(["export", "--db", db, "--campaign", "1", "--kind", "demonstration", "--output", str(demo_file)],
+             command="campaign")
+    io = pytest.importorskip("prefloop.data.io")
+    demos = io.read_records(demo_file, kind="demonstration")
+    assert sorted(d.response for d in demos) == sorted(f"fixed {n}" for n in range(len(tasks)))
+    assert len(io.read_records(out_file, kind="pairwise")) == len(tasks)
+
+    cli.main(["token", "--db", db, "--name", "ann1"], command="campaign")
+    fresh = capsys.readouterr().out.strip().split("\t")[1]
+    store = Store(db)
+    with store.read() as s:
+        assert user_for_token(s, fresh).name == "ann1" and user_for_token(s, tokens["ann1"]).name == "ann1"
+    store.dispose()
+    with pytest.raises(SystemExit, match="not found"):
+        cli.main(["token", "--db", db, "--name", "nobody"], command="campaign")
+
+    cli.main(["list", "--db", db], command="campaign")
+    listing = capsys.readouterr().out
+    assert "demo" in listing and "items=5" in listing and f"judgments={len(tasks)}" in listing
+
+
+@pytest.mark.parametrize(
+    "rows, needle",
+    [
+        ([{"prompt": "p", "responses": ["a"]}, {"prompt": "p"}], ":2: field 'responses': missing"),
+        ([{"prompt": "p", "responses": [{"txt": "a"}]}], ":1: field 'responses[0]'"),
+        ([{"prompt": "p", "responses": ["a", "b"], "gold": {"chosen": 5}}], ":1: "),
+        ([{"prompt": 3, "responses": ["a"]}], ":1: field 'prompt"),
+    ],
+)
+def test_bad_items_file_names_file_line_and_field(tmp_path: Path, rows: list, needle: str) -> None:
+    path = _write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["create", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--items", str(path)], command="campaign")
+    assert f"bad.jsonl{needle}" in str(exc.value)
+
+
+def test_unknown_subcommand_and_help(capsys: pytest.CaptureFixture) -> None:
+    cli.main([], command="campaign")
+    assert "add-annotators" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"], command="campaign")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"], command="serve")
+    assert exc.value.code == 0
+    assert "--admin-password" in capsys.readouterr().out
