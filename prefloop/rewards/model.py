@@ -1,0 +1,47 @@
+"""Score (prompt, completion) pairs with a trained reward model (OUTPUT/final of `prefloop reward`).
+
+The text is tokenized exactly as in training (`prefloop.data.tokenize.encode`: the chat
+template when the tokenizer has one, the end-of-turn token after the response), so the
+scores are on the scale the model learned, with mean 0 over its training responses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from prefloop.data.records import PromptText
+
+
+class RewardModelScorer:
+    """A `RewardFn` backed by an AutoModelForSequenceClassification with one output."""
+
+    def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512,
+                 max_prompt_length: int = 256, device: str = "auto"):
+        from prefloop.models.load import load_reward_model, load_tokenizer
+
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if device == "auto" else device))
+        self.tokenizer = load_tokenizer(str(path))
+        self.model = load_reward_model(str(path)).to(self.device).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[PromptText], completions: Sequence[str]) -> list[float]:
+        from prefloop.data.tokenize import encode, pad_batch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        seqs = [encode(self.tokenizer, p, c, self.max_length, self.max_prompt_length)
+                for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        for i in range(0, len(seqs), self.batch_size):
+            batch = pad_batch(seqs[i : i + self.batch_size], self.tokenizer.pad_token_id)
+            out = self.model(input_ids=batch["input_ids"].to(self.device),
+                             attention_mask=batch["attention_mask"].to(self.device))
+            scores.extend(out.logits[:, 0].float().tolist())
+        return scores

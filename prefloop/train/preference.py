@@ -1,0 +1,360 @@
+"""The offline preference loop: DPO, IPO, KTO and Plackett–Luce DPO through one registry.
+
+Provenance
+----------
+- DPO: Rafailov et al. 2023. With h = [log π(y_c|x) − log π_ref(y_c|x)] − [log π(y_r|x) − log π_ref(y_r|x)]:
+      L = − mean log σ(β h)                       (cDPO with label smoothing ε: −(1−ε) log σ(βh) − ε log σ(−βh))
+- IPO: Azar et al. 2023:  L = mean (h − 1/(2β))²
+- Plackett–Luce DPO (DPO paper, appendix A.3): rankings of K responses, implied rewards
+  β·(log π − log π_ref), listwise Plackett–Luce likelihood.
+- KTO: Ethayarajh et al. 2024. r = log π(y|x) − log π_ref(y|x); z0 = KL(π‖π_ref) estimated from
+  mismatched pairs (x_i, y_j), detached and clamped at 0; L = mean(λ_y − v), v = λ_D σ(β(r − z0)) for
+  desirable, λ_U σ(β(z0 − r)) for undesirable.
+The losses themselves are pure functions in `prefloop.losses` (PREFERENCE_LOSSES); this file only
+produces the log-probabilities they need.
+
+Shapes: a micro-batch of b records with K_i responses each (K=2 for pairs, 1 for KTO) is one
+forward pass over [Σ K_i, T] (chosen and rejected stacked); sequence log-probs [Σ K_i]; pairs
+split into chosen [b] / rejected [b]; rankings scattered into [b, K_max] with a mask.
+
+Choices and deviations
+----------------------
+- Reference log-probs are precomputed once before training (`precompute_ref`, default) in a
+  pass over the data; `--no-precompute-ref` runs the reference live each step. With LoRA the
+  reference is the adapter-disabled base; without LoRA a live reference is a frozen copy.
+- Sequence log-probs are summed over response tokens (`logp_average=sum`, the papers' form) or
+  averaged per token (`mean`); a loop choice, the losses do not know.
+- The LM head runs only at response positions (`common.response_logps`).
+- KTO's mismatched pairs: the KTO paper shifts completions by one inside each batch. Here the
+  shift is over the dataset order (record i's prompt with record i+1's completion), which is as
+  arbitrary a pairing and lets the reference side be precomputed; z0 is the mean over the whole
+  accumulated step (not per micro-batch), so accumulation does not change it.
+- Loss normalisation: each micro-batch's mean loss is weighted by its share of the step's
+  records (`common.accumulation_scale`), so the step's loss is the full-batch mean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from prefloop.train import common
+from prefloop.train.common import TrainConfig
+
+DATA_KIND = {"dpo": "pairwise", "ipo": "pairwise", "kto": "binary", "pl_dpo": "ranked"}
+
+
+@dataclass
+class PreferenceConfig(TrainConfig):
+    """Offline preference optimisation (DPO / IPO / KTO / Plackett-Luce DPO) against a reference model."""
+
+    output_dir: str = "outputs/preference"
+    """Where final/, checkpoints/, metrics.jsonl and config.yaml are written."""
+    loss: Literal["dpo", "ipo", "kto", "pl_dpo"] = "dpo"
+    """Preference loss (the command sets the default: dpo, ipo or kto); pl_dpo uses whole rankings."""
+    beta: float = 0.1
+    """Strength of the KL regularisation towards the reference (temperature of the implied reward)."""
+    label_smoothing: float = 0.0
+    """DPO only: assumed share of flipped labels (conservative DPO), in [0, 0.5]."""
+    logp_average: Literal["sum", "mean"] = "sum"
+    """Sequence log-prob: sum over response tokens (as in the papers) or mean per token."""
+    desirable_weight: float = 1.0
+    """KTO only: weight λ_D of desirable examples."""
+    undesirable_weight: float = 1.0
+    """KTO only: weight λ_U of undesirable examples."""
+    precompute_ref: bool = True
+    """Compute the reference log-probs once before training (--no-precompute-ref: run the reference live)."""
+    ref_model: str | None = None
+    """Reference model (default: the starting model itself; with LoRA, the adapter-disabled base)."""
+    learning_rate: float = 1e-6
+    """Peak learning rate of AdamW."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_records(cfg: PreferenceConfig, records=None):
+    """(train, eval) records converted to the loss's data kind (rankings -> pairs for dpo/ipo, ...)."""
+    from prefloop.data.io import convert_record, read_records
+
+    kind = DATA_KIND[cfg.loss]
+    if records is None:
+        if not cfg.data:
+            raise FileNotFoundError("no training data: pass --data FILE")
+        records = read_records(cfg.data, kind=kind)
+    else:
+        records = [x for r in records for x in convert_record(r, kind)]
+    if cfg.eval_data:
+        return records, read_records(cfg.eval_data, kind=kind)
+    train_idx, eval_idx = common.split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    return [records[i] for i in train_idx], [records[i] for i in eval_idx]
+
+
+def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
+    """Per record: its sequences (chosen first / ranked / single completion) and labels."""
+    from prefloop.data.tokenize import encode
+
+    def enc(prompt, response):
+        return encode(tokenizer, prompt, response, cfg.max_length, cfg.max_prompt_length)
+
+    items = []
+    for i, r in enumerate(records):
+        if cfg.loss in ("dpo", "ipo"):
+            items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)]})
+        elif cfg.loss == "pl_dpo":
+            ranks = list(r.ranks) if r.ranks is not None else list(range(len(r.responses)))
+            items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks})
+        else:  # kto: the completion, and a mismatched one (the next record's) for the KL baseline
+            other = records[(i + 1) % len(records)].completion
+            items.append({"seqs": [enc(r.prompt, r.completion)], "desirable": bool(r.desirable),
+                          "kl_seq": enc(r.prompt, other)})
+    return items
+
+
+# --------------------------------------------------------------------------- log-probs
+
+
+def seq_logps(model, seqs, pad_id: int, cfg: PreferenceConfig, device) -> torch.Tensor:
+    """Sequence log-probs [N] of tokenized sequences in one forward pass."""
+    from prefloop.data.tokenize import pad_batch
+
+    batch = common.to_device(pad_batch(seqs, pad_id), device)
+    logps, _ = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+                                     average=cfg.logp_average == "mean")
+    return logps
+
+
+class Reference:
+    """Reference log-probs: from a frozen copy, the adapter-disabled base, or a precomputed table."""
+
+    def __init__(self, model, cfg: PreferenceConfig, device):
+        self.policy, self.cfg, self.device = model, cfg, device
+        self.frozen = None
+        if cfg.ref_model:
+            from prefloop.models.load import load_causal_lm
+
+            self.frozen = load_causal_lm(cfg.ref_model, dtype=common.torch_dtype(cfg.dtype)).to(device)
+        elif not cfg.lora and not cfg.precompute_ref:
+            self.frozen = copy.deepcopy(model)  # a live reference without LoRA needs the initial weights
+        if self.frozen is not None:
+            self.frozen.eval().requires_grad_(False)
+        self.table: dict[int, list[float]] = {}
+
+    def _context(self):
+        if self.frozen is None and self.cfg.lora:
+            from prefloop.models.load import disabled_adapter
+
+            return disabled_adapter(self.policy)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def compute(self, seqs, pad_id: int) -> torch.Tensor:
+        model = self.frozen if self.frozen is not None else self.policy
+        was_training = model.training
+        model.eval()
+        with self._context():
+            out = seq_logps(model, seqs, pad_id, self.cfg, self.device)
+        model.train(was_training)
+        return out
+
+    def precompute(self, items, pad_id: int, key_offset: int = 0) -> None:
+        """Fill the table for `items` (keys = position + key_offset), batch_size records at a time."""
+        for start in range(0, len(items), self.cfg.batch_size):
+            chunk = items[start : start + self.cfg.batch_size]
+            seqs = [s for item in chunk for s in all_seqs(item)]
+            values = self.compute(seqs, pad_id).tolist()
+            pos = 0
+            for j, item in enumerate(chunk):
+                n = len(all_seqs(item))
+                self.table[key_offset + start + j] = values[pos : pos + n]
+                pos += n
+
+    def lookup(self, keys: list[int], items, pad_id: int) -> torch.Tensor:
+        """Reference log-probs of every sequence of `items` (in `all_seqs` order), flat."""
+        if self.cfg.precompute_ref:
+            return torch.tensor([v for k in keys for v in self.table[k]], device=self.device)
+        return self.compute([s for item in items for s in all_seqs(item)], pad_id)
+
+
+def all_seqs(item: dict) -> list:
+    """Sequences whose reference log-probs are needed: the responses, then KTO's mismatched one."""
+    return item["seqs"] + ([item["kl_seq"]] if "kl_seq" in item else [])
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def preference_loss(cfg: PreferenceConfig, items, policy: torch.Tensor, ref: torch.Tensor, kl_baseline=None):
+    """(loss, metrics) of one micro-batch from flat policy / reference log-probs of its responses."""
+    from prefloop.losses import PREFERENCE_LOSSES
+
+    fn = PREFERENCE_LOSSES[cfg.loss]
+    if cfg.loss in ("dpo", "ipo"):
+        pc, pr, rc, rr = policy[0::2], policy[1::2], ref[0::2], ref[1::2]
+        kwargs = {"label_smoothing": cfg.label_smoothing} if cfg.loss == "dpo" else {}
+        loss, metrics = fn(pc, pr, rc, rr, beta=cfg.beta, **kwargs)
+        metrics["kl"] = (pc - rc).mean().item()
+        return loss, metrics
+    if cfg.loss == "kto":
+        desirable = torch.tensor([item["desirable"] for item in items], device=policy.device)
+        loss, metrics = fn(policy, ref, desirable, kl_baseline, beta=cfg.beta,
+                           desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+        metrics["logps"] = policy.mean().item()
+        return loss, metrics
+    k_max = max(len(item["seqs"]) for item in items)
+    shape = (len(items), k_max)
+    pol, rf = policy.new_zeros(shape), ref.new_zeros(shape)
+    mask = torch.zeros(shape, dtype=torch.bool, device=policy.device)
+    ranks = torch.zeros(shape, dtype=torch.long, device=policy.device)
+    pos = 0
+    for i, item in enumerate(items):
+        k = len(item["seqs"])
+        pol[i, :k], rf[i, :k] = policy[pos : pos + k], ref[pos : pos + k]
+        mask[i, :k] = True
+        ranks[i, :k] = torch.tensor(item["ranks"])
+        pos += k
+    loss, metrics = fn(pol, rf, mask, beta=cfg.beta, ranks=ranks)
+    best = mask & (ranks == ranks.masked_fill(~mask, 1 << 30).min(dim=1, keepdim=True).values)
+    metrics["kl"] = (pol - rf)[best].mean().item()
+    metrics["logps/chosen"] = pol[best].mean().item()
+    return loss, metrics
+
+
+def loss_weight(cfg: PreferenceConfig, items) -> int:
+    """The count a micro-batch's mean loss averages over (records; rankings with ≥ 2 responses)."""
+    if cfg.loss == "pl_dpo":
+        return sum(1 for item in items if len(item["seqs"]) >= 2)
+    return len(items)
+
+
+def split_ref(cfg: PreferenceConfig, items, ref_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Flat `all_seqs` reference values -> (responses' values, KTO mismatched values or None)."""
+    if cfg.loss != "kto":
+        return ref_flat, None
+    return ref_flat[0::2], ref_flat[1::2]
+
+
+@torch.no_grad()
+def kto_kl_baseline(model, cfg, micro, ref: Reference, pad_id: int, device, key_lists) -> float:
+    """z0 for a step: mean over the step's records of policy − reference log-probs of mismatched pairs."""
+    diffs = []
+    for items, keys in zip(micro, key_lists):
+        policy_kl = seq_logps(model, [item["kl_seq"] for item in items], pad_id, cfg, device)
+        _, ref_kl = split_ref(cfg, items, ref.lookup(keys, items, pad_id))
+        diffs.append(policy_kl - ref_kl)
+    return torch.cat(diffs).mean().item()
+
+
+@torch.no_grad()
+def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int) -> dict[str, float]:
+    """Held-out loss and implied-reward metrics (reference keys start at `offset`)."""
+    model.eval()
+    parts = []
+    for start in range(0, len(items), cfg.batch_size):
+        chunk = items[start : start + cfg.batch_size]
+        keys = list(range(offset + start, offset + start + len(chunk)))
+        ref_all, ref_kl = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
+        z0 = None
+        if cfg.loss == "kto":
+            z0 = (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
+        policy = seq_logps(model, [s for it in chunk for s in it["seqs"]], pad_id, cfg, device)
+        loss, metrics = preference_loss(cfg, chunk, policy, ref_all, z0)
+        parts.append(({"loss": loss.item(), **metrics}, loss_weight(cfg, chunk)))
+    model.train()
+    return {f"eval/{k}": v for k, v in common.weighted_metrics(parts).items()}
+
+
+# --------------------------------------------------------------------------- loop
+
+
+def train(cfg: PreferenceConfig, records=None) -> Path:
+    """Optimise the policy on preferences with cfg.loss; returns OUTPUT/final."""
+    common.check_config(cfg)
+    if cfg.beta <= 0:
+        raise common.TrainError(f"beta must be > 0, got {cfg.beta}")
+    common.set_seed(cfg.seed)
+    device = common.resolve_device(cfg.device)
+    train_records, eval_records = load_records(cfg, records)
+    out = common.prepare_output_dir(cfg)
+    tokenizer, model = common.load_policy(cfg, device)
+    pad_id = tokenizer.pad_token_id
+    items = tokenize(train_records, tokenizer, cfg)
+    eval_items = tokenize(eval_records, tokenizer, cfg)
+    eval_offset = len(items)  # reference-table keys of held-out records follow the training ones
+
+    # The reference is fixed before any checkpoint is loaded, so a resumed run has the same one.
+    ref = Reference(model, cfg, device)
+    if cfg.precompute_ref:
+        ref.precompute(items, pad_id)
+        ref.precompute(eval_items, pad_id, key_offset=eval_offset)
+
+    run = common.start_run(cfg, out, model, len(items), desc=cfg.loss)
+    model.train()
+    for step in range(run.start_step, run.total_steps):
+        started = time.perf_counter()
+        key_lists = run.schedule.micro_batches(step)
+        micro = [[items[i] for i in keys] for keys in key_lists]
+        step_weight = sum(loss_weight(cfg, m) for m in micro)
+        z0 = kto_kl_baseline(model, cfg, micro, ref, pad_id, device, key_lists) if cfg.loss == "kto" else None
+        parts, tokens = [], 0
+        for chunk, keys in zip(micro, key_lists):
+            seqs = [s for item in chunk for s in item["seqs"]]  # chosen and rejected: one forward pass
+            ref_logps, _ = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
+            policy_logps = seq_logps(model, seqs, pad_id, cfg, device)
+            loss, metrics = preference_loss(cfg, chunk, policy_logps, ref_logps, z0)
+            weight = loss_weight(cfg, chunk)
+            (loss * common.accumulation_scale(weight, step_weight)).backward()
+            parts.append(({"loss": loss.item(), **metrics}, weight))
+            tokens += sum(len(s.input_ids) for s in seqs)
+        metrics = common.weighted_metrics(parts)
+        if run.due_for_eval(step) and eval_items:
+            metrics.update(evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset))
+        run.step_done(step, metrics, tokens, started)
+
+    if eval_items:
+        result = evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset)
+        run.logger.log(run.total_steps, result)
+        common.write_json(out / "eval.json", result)
+    run.close()
+    return common.save_final(model, tokenizer, out)
+
+
+@dataclass
+class DPOConfig(PreferenceConfig):
+    """Direct preference optimization (sigmoid DPO; cDPO with label_smoothing; pl_dpo for rankings)."""
+
+    output_dir: str = "outputs/dpo"
+    """Where final/, checkpoints/, metrics.jsonl and config.yaml are written."""
+
+
+@dataclass
+class IPOConfig(PreferenceConfig):
+    """Identity preference optimization: regress the log-ratio gap to 1/(2 beta)."""
+
+    output_dir: str = "outputs/ipo"
+    """Where final/, checkpoints/, metrics.jsonl and config.yaml are written."""
+    loss: Literal["dpo", "ipo", "kto", "pl_dpo"] = "ipo"
+    """Preference loss (the command sets the default: dpo, ipo or kto); pl_dpo uses whole rankings."""
+
+
+@dataclass
+class KTOConfig(PreferenceConfig):
+    """Kahneman-Tversky optimization on binary feedback (desirable / undesirable completions)."""
+
+    output_dir: str = "outputs/kto"
+    """Where final/, checkpoints/, metrics.jsonl and config.yaml are written."""
+    loss: Literal["dpo", "ipo", "kto", "pl_dpo"] = "kto"
+    """Preference loss (the command sets the default: dpo, ipo or kto); pl_dpo uses whole rankings."""
+
+
+COMMAND_CONFIGS = {"dpo": DPOConfig, "ipo": IPOConfig, "kto": KTOConfig}
+
+
+def main(argv: list[str], command: str = "dpo") -> None:
+    common.run_cli(COMMAND_CONFIGS.get(command, PreferenceConfig), argv, command, train)

@@ -1,0 +1,123 @@
+"""Supervised fine-tuning: maximise log π(response | prompt) on demonstrations.
+
+Provenance
+----------
+Ouyang et al. 2022 (InstructGPT), step 1; Stiennon et al. 2020. The seeds: train on
+(prompt, response) pairs for one epoch; more epochs overfit.
+
+    L(θ) = − Σ_{i, t ∈ response_i} log π_θ(y_{i,t} | x_i, y_{i,<t}) / Σ_i |response_i|
+
+Shapes: input_ids, attention_mask, response_mask [B, T]; per-sequence sums [B].
+
+Deviations / choices
+--------------------
+- The loss is the mean over response tokens of the whole accumulated batch (not the mean of
+  per-micro-batch means), so batch 4 x accum 1 and batch 2 x accum 2 give the same gradient.
+- Prompt tokens carry no loss (masked), and the end-of-turn token closing the response does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from prefloop.train import common
+from prefloop.train.common import TrainConfig
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on demonstrations (prompt, response): loss on response tokens only."""
+
+    output_dir: str = "outputs/sft"
+    """Where final/, checkpoints/, metrics.jsonl and config.yaml are written."""
+    learning_rate: float = 2e-5
+    """Peak learning rate of AdamW."""
+    epochs: int = 1
+    """Passes over the data when max_steps is -1 (one by default: more overfits)."""
+
+
+def tokenize_demonstrations(records, tokenizer, cfg: SFTConfig):
+    from prefloop.data.tokenize import encode
+
+    return [encode(tokenizer, r.prompt, r.response, cfg.max_length, cfg.max_prompt_length) for r in records]
+
+
+def load_records(cfg: SFTConfig, records=None):
+    """(train, eval) demonstrations: given records, or read from cfg.data (+ eval split)."""
+    from prefloop.data.io import read_records
+
+    if records is None:
+        if not cfg.data:
+            raise FileNotFoundError("no training data: pass --data FILE")
+        records = read_records(cfg.data, kind="demonstration")
+    if cfg.eval_data:
+        return list(records), read_records(cfg.eval_data, kind="demonstration")
+    train_idx, eval_idx = common.split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    return [records[i] for i in train_idx], [records[i] for i in eval_idx]
+
+
+@torch.no_grad()
+def evaluate(model, seqs, pad_id: int, cfg: SFTConfig, device) -> dict[str, float]:
+    """Token-mean negative log-likelihood of held-out responses."""
+    from prefloop.data.tokenize import pad_batch
+
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(seqs), cfg.batch_size):
+        batch = common.to_device(pad_batch(seqs[i : i + cfg.batch_size], pad_id), device)
+        sums, counts = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        total -= sums.sum().item()
+        count += int(counts.sum())
+    model.train()
+    loss = total / max(count, 1)
+    return {"eval/loss": loss, "eval/perplexity": float(torch.tensor(loss).exp())}
+
+
+def train(cfg: SFTConfig, records=None) -> Path:
+    """Fine-tune cfg.model on demonstrations; returns OUTPUT/final."""
+    from prefloop.data.tokenize import pad_batch
+
+    common.check_config(cfg)
+    common.set_seed(cfg.seed)
+    device = common.resolve_device(cfg.device)
+    train_records, eval_records = load_records(cfg, records)
+    out = common.prepare_output_dir(cfg)
+    tokenizer, model = common.load_policy(cfg, device)
+    pad_id = tokenizer.pad_token_id
+    seqs = tokenize_demonstrations(train_records, tokenizer, cfg)
+    eval_seqs = tokenize_demonstrations(eval_records, tokenizer, cfg)
+
+    run = common.start_run(cfg, out, model, len(seqs), desc="sft")
+    model.train()
+    for step in range(run.start_step, run.total_steps):
+        started = time.perf_counter()
+        batches = [pad_batch([seqs[i] for i in ids], pad_id) for ids in run.schedule.micro_batches(step)]
+        # Normalise by the response tokens of the whole accumulated batch (see module notes).
+        step_tokens = sum(int(b["response_mask"][:, 1:].sum()) for b in batches)
+        loss_total, tokens = 0.0, 0
+        for batch in batches:
+            batch = common.to_device(batch, device)
+            sums, _ = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            loss = -sums.sum() / max(step_tokens, 1)
+            loss.backward()
+            loss_total += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        metrics = {"loss": loss_total, "response_tokens": step_tokens}
+        if run.due_for_eval(step) and eval_seqs:
+            metrics.update(evaluate(model, eval_seqs, pad_id, cfg, device))
+        run.step_done(step, metrics, tokens, started)
+
+    if eval_seqs:
+        result = evaluate(model, eval_seqs, pad_id, cfg, device)
+        run.logger.log(run.total_steps, result)
+        common.write_json(out / "eval.json", result)
+    run.close()
+    return common.save_final(model, tokenizer, out)
+
+
+def main(argv: list[str], command: str = "sft") -> None:
+    common.run_cli(SFTConfig, argv, command, train)
