@@ -40,8 +40,8 @@ from prefloop.train.common import TrainConfig
 class RewardConfig(TrainConfig):
     """Train a scalar reward model on pairwise (optionally with margins) or ranked (K-wise) preferences."""
 
-    model: str = "default"
-    """Backbone: 'default' (SmolLM2-135M-Instruct + scalar head), 'minilm' (all-MiniLM-L6-v2, fast on CPU), 'tiny', a path or a hub id."""
+    model: str = "minilm"
+    """Backbone: 'minilm' (all-MiniLM-L6-v2, 22M, ~7x faster per step on CPU), 'default' (SmolLM2-135M-Instruct + scalar head), 'tiny', a path or a hub id."""
     output_dir: str = "outputs/reward"
     """Where final/, checkpoints/, metrics.jsonl, eval.json and config.yaml are written."""
     learning_rate: float = 1e-5
