@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("prefloop.train.sft", "supervised fine-tuning on demonstrations (loss on response tokens)"),
@@ -21,6 +22,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),
     "campaign": ("prefloop.feedback.cli", "create campaigns, annotators and exports from the shell"),
 }
+
+
+def fail(message: str) -> NoReturn:
+    """Stop a command with a one-line error on stderr and exit code 2 (bad input, not a bug)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def _usage() -> str:

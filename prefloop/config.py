@@ -11,7 +11,6 @@ Each command's config is a dataclass whose fields carry a one-line docstring. Fr
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
 from pathlib import Path
@@ -156,7 +155,8 @@ def parse_args(cls: type[T], argv: list[str], prog: str | None = None, descripti
         try:
             default = load_yaml(cls, config_file, base=default)
         except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            from prefloop.cli import fail
+
+            fail(str(exc))
         default = dataclasses.replace(default, config=config_file)  # type: ignore[call-arg]
     return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)

@@ -40,6 +40,7 @@ __all__ = [
     "kind_of",
     "ranked_to_pairs",
     "read_records",
+    "read_rows",
     "records_from_dicts",
     "write_records",
 ]
@@ -142,8 +143,14 @@ def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
     raise DataError(f"{path}: unsupported file type '{suffix}'; expected .jsonl, .json, .parquet or a datasets directory")
 
 
-def _rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(location, raw row) for every row under `path`, whatever its format."""
+def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """(location, raw row) for every row under `path`, whatever its format, unvalidated.
+
+    Locations read like ``prefs.jsonl:17`` or ``prefs.parquet:row 16`` (see the module notes);
+    unreadable input raises `DataError`. `read_records` validates these rows; other readers
+    (e.g. the feedback server's campaign items) reuse them for their own row shapes.
+    """
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if is_dataset_dir(path):
@@ -159,7 +166,7 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     if not children:
         raise DataError(f"{path}: folder holds no data files (.jsonl, .json, .parquet or datasets directories)")
     for child in children:
-        yield from _rows(child)
+        yield from read_rows(child)
 
 
 # ---------------------------------------------------------------- kind conversion
@@ -246,7 +253,7 @@ def read_records(path: str | Path, kind: str | None = None) -> list[Record]:
     """
     _check_kind(kind)
     path = Path(path)
-    return _parse_rows(_rows(path), kind, str(path))
+    return _parse_rows(read_rows(path), kind, str(path))
 
 
 def records_from_dicts(rows: Iterable[dict[str, Any]], kind: str | None = None, source: str = "<data>") -> list[Record]:

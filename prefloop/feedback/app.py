@@ -280,14 +280,7 @@ def _api_routes(app: FastAPI, store: Store) -> None:  # noqa: C901 - one flat li
     @app.post("/api/campaigns", tags=["admin"])
     def create_campaign(body: CampaignIn, _admin: AdminUser) -> dict[str, Any]:
         with store.write() as s:
-            c = Campaign(
-                name=body.name, feedback_types=list(body.feedback_types), overlap=body.overlap,
-                anonymous=body.anonymous, rating_lo=body.rating_scale[0], rating_hi=body.rating_scale[1],
-                instructions=body.instructions, created_at=utcnow(),
-            )
-            s.add(c)
-            s.flush()
-            return campaign_view(c)
+            return campaign_view(new_campaign(s, body))
 
     @app.get("/api/campaigns", tags=["campaigns"])
     def list_campaigns(user: CurrentUser) -> list[dict[str, Any]]:
@@ -297,26 +290,12 @@ def _api_routes(app: FastAPI, store: Store) -> None:  # noqa: C901 - one flat li
                 query = query.join(CampaignAnnotator, CampaignAnnotator.campaign_id == Campaign.id).where(
                     CampaignAnnotator.user_id == user.id
                 )
-            out = []
-            for c in s.scalars(query):
-                view = campaign_view(c)
-                if is_member(s, c.id, user.id):
-                    view["progress"] = assign_mod.task_counts(s, c.id, user.id)
-                if user.role == "admin":
-                    view.update(campaign_stats(s, c.id))
-                out.append(view)
-            return out
+            return [campaign_summary(s, c, user) for c in s.scalars(query)]
 
     @app.get("/api/campaigns/{cid}", tags=["campaigns"])
     def get_one_campaign(cid: int, user: CurrentUser) -> dict[str, Any]:
         with store.read() as s:
-            c = get_campaign(s, cid, user)
-            view = campaign_view(c)
-            if is_member(s, cid, user.id):
-                view["progress"] = assign_mod.task_counts(s, cid, user.id)
-            if user.role == "admin":
-                view.update(campaign_stats(s, cid))
-            return view
+            return campaign_summary(s, get_campaign(s, cid, user), user)
 
     @app.post("/api/campaigns/{cid}/annotators", tags=["admin"])
     def add_annotators(cid: int, body: AnnotatorsIn, admin: AdminUser) -> dict[str, Any]:
@@ -400,31 +379,21 @@ def _api_routes(app: FastAPI, store: Store) -> None:  # noqa: C901 - one flat li
     @app.get("/api/campaigns/{cid}/report", tags=["admin"])
     def report(cid: int, admin: AdminUser) -> Any:
         quality = _quality()
-        with store.read() as s:
-            get_campaign(s, cid, admin)
-            data = campaign_judgments(s, cid)
-        return quality.quality_report(data)
+        return quality.quality_report(judgments(cid, admin))
 
     @app.get("/api/campaigns/{cid}/leaderboard", tags=["admin"])
     def leaderboard(
         cid: int, admin: AdminUser, n_bootstrap: int = Query(200, ge=0, le=10_000), seed: int = 0
     ) -> Any:
         quality = _quality()
-        with store.read() as s:
-            get_campaign(s, cid, admin)
-            data = campaign_judgments(s, cid)
-        return quality.leaderboard(data, n_bootstrap=n_bootstrap, seed=seed)
+        return quality.leaderboard(judgments(cid, admin), n_bootstrap=n_bootstrap, seed=seed)
 
     @app.get("/api/campaigns/{cid}/leaderboard.png", tags=["admin"], response_class=Response)
     def leaderboard_png(
         cid: int, admin: AdminUser, n_bootstrap: int = Query(200, ge=0, le=10_000), seed: int = 0
     ) -> Response:
-        quality = _quality()
-        with store.read() as s:
-            get_campaign(s, cid, admin)
-            data = campaign_judgments(s, cid)
-        board = quality.leaderboard(data, n_bootstrap=n_bootstrap, seed=seed)
-        return Response(quality.leaderboard_png(board), media_type="image/png")
+        board = leaderboard(cid, admin, n_bootstrap=n_bootstrap, seed=seed)
+        return Response(_quality().leaderboard_png(board), media_type="image/png")
 
     @app.get("/api/campaigns/{cid}/export", tags=["admin"], response_class=PlainTextResponse)
     def export_campaign(
@@ -454,6 +423,16 @@ def _quality() -> Any:
     return quality
 
 
+def campaign_summary(s: Session, c: Campaign, user: Principal) -> dict[str, Any]:
+    """`campaign_view` plus the caller's progress (when one of its annotators) and, for admins, counts."""
+    view = campaign_view(c)
+    if is_member(s, c.id, user.id):
+        view["progress"] = assign_mod.task_counts(s, c.id, user.id)
+    if user.role == "admin":
+        view.update(campaign_stats(s, c.id))
+    return view
+
+
 def campaign_stats(s: Session, cid: int) -> dict[str, int]:
     def count(query: Any) -> int:
         return int(s.scalar(query) or 0)
@@ -470,6 +449,18 @@ def campaign_stats(s: Session, cid: int) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------
 # Write helpers shared by the API and the CLI (each runs inside the caller's transaction)
+
+
+def new_campaign(s: Session, spec: CampaignIn) -> Campaign:
+    """Insert a campaign as `spec` describes (flushed, so it has its id)."""
+    c = Campaign(
+        name=spec.name, feedback_types=list(spec.feedback_types), overlap=spec.overlap,
+        anonymous=spec.anonymous, rating_lo=spec.rating_scale[0], rating_hi=spec.rating_scale[1],
+        instructions=spec.instructions, created_at=utcnow(),
+    )
+    s.add(c)
+    s.flush()
+    return c
 
 
 def join_annotators(s: Session, c: Campaign, names: list[str]) -> dict[str, Any]:

@@ -179,20 +179,19 @@ def validate_submission(
         if TYPE_OF_FIELD[f] not in feedback_types:
             return f"{f}: feedback type {TYPE_OF_FIELD[f]!r} is not enabled in this campaign (enabled: {feedback_types})"
 
-    def unknown(values: list[int]) -> list[int]:
-        return sorted({v for v in values if v not in ids})
+    def unknown(field: str, values: list[int]) -> str | None:
+        bad = sorted({v for v in values if v not in ids})
+        return f"{field}: unknown response id(s) {bad} for this item (ids: {sorted(ids)})" if bad else None
 
     if body.pairwise is not None:
-        bad = unknown([body.pairwise.a, body.pairwise.b])
-        if bad:
-            return f"pairwise: unknown response id(s) {bad} for this item (ids: {sorted(ids)})"
+        if problem := unknown("pairwise", [body.pairwise.a, body.pairwise.b]):
+            return problem
     if body.ranking is not None:
         flat = [r for group in body.ranking for r in group]
         if any(not group for group in body.ranking):
             return "ranking: empty group; each group lists one or more response ids (a group of several is a tie)"
-        bad = unknown(flat)
-        if bad:
-            return f"ranking: unknown response id(s) {bad} for this item (ids: {sorted(ids)})"
+        if problem := unknown("ranking", flat):
+            return problem
         dup = sorted({r for r in flat if flat.count(r) > 1})
         if dup:
             return f"ranking: response id(s) {dup} appear more than once"
@@ -202,9 +201,8 @@ def validate_submission(
     if body.ratings is not None:
         if not body.ratings:
             return "ratings: empty; give {response_id: score}"
-        bad = unknown(list(body.ratings))
-        if bad:
-            return f"ratings: unknown response id(s) {bad} for this item (ids: {sorted(ids)})"
+        if problem := unknown("ratings", list(body.ratings)):
+            return problem
         lo, hi = scale
         for rid, score in body.ratings.items():
             if not lo <= score <= hi or score != score:
@@ -212,9 +210,8 @@ def validate_submission(
     if body.thumbs is not None:
         if not body.thumbs:
             return "thumbs: empty; give {response_id: true|false}"
-        bad = unknown(list(body.thumbs))
-        if bad:
-            return f"thumbs: unknown response id(s) {bad} for this item (ids: {sorted(ids)})"
+        if problem := unknown("thumbs", list(body.thumbs)):
+            return problem
     if body.critique is not None and not body.critique.strip():
         return "critique: empty text"
     if body.edit is not None and body.edit.response_id not in ids:

@@ -87,6 +87,18 @@ def _from_pretrained(cls, path: str, **kwargs):
         raise ModelLoadError(f"cannot load {cls.__name__} from {path!r}: {exc}") from exc
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else ('cpu', 'cuda:1', ...) as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """A config's dtype name ('float32', 'bfloat16', 'float16') as a torch dtype."""
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 # --------------------------------------------------------------------------- tokenizer
 
 

@@ -20,10 +20,9 @@ class RewardModelScorer:
 
     def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512,
                  max_prompt_length: int = 256, device: str = "auto"):
-        from prefloop.models.load import load_reward_model, load_tokenizer
+        from prefloop.models.load import load_reward_model, load_tokenizer, resolve_device
 
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if device == "auto" else device))
+        self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(str(path))
         self.model = load_reward_model(str(path)).to(self.device).eval()
         self.batch_size = batch_size

@@ -32,6 +32,8 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
+from prefloop.models.load import resolve_device, torch_dtype  # noqa: F401 - the loops use common.*
+
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 WEIGHTS_FILE = "trainable.safetensors"
@@ -116,12 +118,6 @@ class TrainError(ValueError):
     """A run that cannot start as configured (no records, a checkpoint of another model, ...)."""
 
 
-def fail(message: str) -> None:
-    """Stop with a one-line error and exit code 2 (bad input, not a bug)."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def check_config(cfg: TrainConfig) -> None:
     """Reject values that cannot work before any model is loaded (one-line errors, exit code 2)."""
     from prefloop.config import ConfigError
@@ -144,6 +140,7 @@ def check_config(cfg: TrainConfig) -> None:
 
 def run_cli(cls: type, argv: list[str], command: str, train: Callable[[Any], Path]) -> None:
     """The body of every command's `main`: parse the config, train, turn bad input into exit 2."""
+    from prefloop.cli import fail
     from prefloop.config import ConfigError, parse_args
     from prefloop.data.io import DataError
     from prefloop.models.load import ModelLoadError
@@ -180,16 +177,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -269,15 +256,40 @@ def weighted_metrics(parts: Sequence[tuple[dict[str, float], float]]) -> dict[st
     return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
+def ranked_table(flat: torch.Tensor, items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-response values of ranked items, flat [Σ K_i] in item order -> (values [b, K_max] with 0
+    at padding, mask [b, K_max], ranks [b, K_max]); each item has "seqs" (K_i of them) and "ranks"."""
+    k_max = max(len(item["seqs"]) for item in items)
+    shape = (len(items), k_max)
+    table = flat.new_zeros(shape)
+    mask = torch.zeros(shape, dtype=torch.bool, device=flat.device)
+    ranks = torch.zeros(shape, dtype=torch.long, device=flat.device)
+    pos = 0
+    for i, item in enumerate(items):
+        k = len(item["seqs"])
+        table[i, :k] = flat[pos : pos + k]
+        mask[i, :k] = True
+        ranks[i, :k] = torch.tensor(item["ranks"])
+        pos += k
+    return table, mask, ranks
+
+
 # --------------------------------------------------------------------------- model pieces
 
 
 def load_policy(cfg: TrainConfig, device: torch.device):
     """Tokenizer + causal LM (with LoRA and gradient checkpointing as configured)."""
-    from prefloop.models.load import apply_lora, load_causal_lm, load_tokenizer
+    from prefloop.models.load import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, dtype=torch_dtype(cfg.dtype))
+    return tokenizer, prepare_trainable(model, cfg, "CAUSAL_LM").to(device)
+
+
+def prepare_trainable(model, cfg: TrainConfig, task_type: str):
+    """`model` set up for training as `cfg` says: no KV cache, gradient checkpointing, LoRA of `task_type`."""
+    from prefloop.models.load import apply_lora
+
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -285,8 +297,8 @@ def load_policy(cfg: TrainConfig, device: torch.device):
             model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     if cfg.lora:
         model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                           target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    return tokenizer, model.to(device)
+                           target_modules=cfg.lora_target_modules, task_type=task_type)
+    return model
 
 
 def _split_lm(model) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -108,7 +108,7 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
         if cfg.loss in ("dpo", "ipo"):
             items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)]})
         elif cfg.loss == "pl_dpo":
-            ranks = list(r.ranks) if r.ranks is not None else list(range(len(r.responses)))
+            ranks = [r.rank_of(i) for i in range(len(r.responses))]
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks})
         else:  # kto: the completion, and a mismatched one (the next record's) for the KL baseline
             other = records[(i + 1) % len(records)].completion
@@ -207,18 +207,8 @@ def preference_loss(cfg: PreferenceConfig, items, policy: torch.Tensor, ref: tor
                            desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
         metrics["logps"] = policy.mean().item()
         return loss, metrics
-    k_max = max(len(item["seqs"]) for item in items)
-    shape = (len(items), k_max)
-    pol, rf = policy.new_zeros(shape), ref.new_zeros(shape)
-    mask = torch.zeros(shape, dtype=torch.bool, device=policy.device)
-    ranks = torch.zeros(shape, dtype=torch.long, device=policy.device)
-    pos = 0
-    for i, item in enumerate(items):
-        k = len(item["seqs"])
-        pol[i, :k], rf[i, :k] = policy[pos : pos + k], ref[pos : pos + k]
-        mask[i, :k] = True
-        ranks[i, :k] = torch.tensor(item["ranks"])
-        pos += k
+    pol, mask, ranks = common.ranked_table(policy, items)
+    rf, _, _ = common.ranked_table(ref, items)
     loss, metrics = fn(pol, rf, mask, beta=cfg.beta, ranks=ranks)
     best = mask & (ranks == ranks.masked_fill(~mask, 1 << 30).min(dim=1, keepdim=True).values)
     metrics["kl"] = (pol - rf)[best].mean().item()

@@ -97,7 +97,7 @@ def tokenize(records, tokenizer, cfg: RewardConfig) -> list[dict]:
             items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)], "ranks": [0, 1],
                           "margin": r.margin})
         else:
-            ranks = list(r.ranks) if r.ranks is not None else list(range(len(r.responses)))
+            ranks = [r.rank_of(i) for i in range(len(r.responses))]
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks, "margin": None})
     return items
 
@@ -106,19 +106,12 @@ def tokenize(records, tokenizer, cfg: RewardConfig) -> list[dict]:
 
 
 def load_model(cfg: RewardConfig, device: torch.device):
-    from prefloop.models.load import apply_lora, load_reward_model, load_tokenizer
+    """Tokenizer + scalar-head model (with LoRA and gradient checkpointing as configured)."""
+    from prefloop.models.load import load_reward_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
     model = load_reward_model(cfg.model, dtype=common.torch_dtype(cfg.dtype))
-    model.config.use_cache = False
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.lora:
-            model.enable_input_require_grads()
-    if cfg.lora:
-        model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                           target_modules=cfg.lora_target_modules, task_type="SEQ_CLS")
-    return tokenizer, model.to(device)
+    return tokenizer, common.prepare_trainable(model, cfg, "SEQ_CLS").to(device)
 
 
 def score_seqs(model, seqs, pad_id: int, device) -> torch.Tensor:
@@ -137,28 +130,17 @@ def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
     seqs = [s for item in items for s in item["seqs"]]
     rewards = score_seqs(model, seqs, pad_id, device)
     tokens = sum(len(s.input_ids) for s in seqs)
-    if all(len(item["seqs"]) == 2 and item["ranks"] == [0, 1] for item in items):
+    if all_pairs(items):
         chosen, rejected = rewards[0::2], rewards[1::2]
         margin = None
         if cfg.use_margin and any(item["margin"] is not None for item in items):
             margin = torch.tensor([item["margin"] or 0.0 for item in items], device=rewards.device)
         loss, metrics = bradley_terry_loss(chosen, rejected, margin)
-        return loss, metrics, len(items), tokens
-    k_max = max(len(item["seqs"]) for item in items)
-    table = rewards.new_zeros(len(items), k_max)
-    mask = torch.zeros(len(items), k_max, dtype=torch.bool, device=rewards.device)
-    ranks = torch.zeros(len(items), k_max, dtype=torch.long, device=rewards.device)
-    pos = 0
-    for i, item in enumerate(items):
-        k = len(item["seqs"])
-        table[i, :k] = rewards[pos : pos + k]
-        mask[i, :k] = True
-        ranks[i, :k] = torch.tensor(item["ranks"])
-        pos += k
-    loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
-    metrics.pop("num_pairs", None)
-    weight = sum(1 for item in items if len(set(item["ranks"])) > 1)
-    return loss, metrics, weight, tokens
+    else:
+        table, mask, ranks = common.ranked_table(rewards, items)
+        loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
+        metrics.pop("num_pairs", None)
+    return loss, metrics, batch_loss_weight(items), tokens
 
 
 @torch.no_grad()
@@ -246,9 +228,14 @@ def train(cfg: RewardConfig, records=None) -> Path:
     return common.save_final(model, tokenizer, out)
 
 
+def all_pairs(items) -> bool:
+    """Whether a micro-batch is pairwise data (chosen then rejected), scored with Bradley-Terry."""
+    return all(len(item["seqs"]) == 2 and item["ranks"] == [0, 1] for item in items)
+
+
 def batch_loss_weight(items) -> int:
     """The count `batch_loss` averages over: pairs, or prompts with at least two distinct ranks."""
-    if all(len(item["seqs"]) == 2 and item["ranks"] == [0, 1] for item in items):
+    if all_pairs(items):
         return len(items)
     return sum(1 for item in items if len(set(item["ranks"])) > 1)
 
