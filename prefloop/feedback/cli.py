@@ -1,7 +1,7 @@
 """`prefloop serve` and `prefloop campaign ...`: run the feedback server, manage campaigns offline.
 
     prefloop serve --db sqlite:///feedback.db --host 127.0.0.1 --port 8000 --admin-password S3cret!!
-    prefloop campaign create --db sqlite:///feedback.db --name demo --items samples.jsonl \
+    prefloop campaign create --db sqlite:///feedback.db --name demo --items samples_a.jsonl samples_b.jsonl \
         --feedback-types ranking pairwise --overlap 2 --annotators alice bob
     prefloop campaign add-annotators --db ... --campaign 1 --names carol
     prefloop campaign add-items --db ... --campaign 1 --items more.jsonl
@@ -15,7 +15,6 @@ migrates the database to the latest schema first.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -51,8 +50,9 @@ class ServeConfig:
 class CreateConfig:
     """Create a campaign from a JSONL of items (the `prefloop generate` output works as is)."""
 
-    items: str = ""
-    """Items file: .jsonl/.json/.parquet or a HF datasets dir; lines {"prompt", "responses": [...]}."""
+    items: list[str] = field(default_factory=list)
+    """Items files: .jsonl/.json/.parquet or HF datasets dirs; lines {"prompt", "responses": [...]}. With several
+    files (e.g. `prefloop generate` runs of different models), the responses of equal prompts join one item."""
     name: str = "campaign"
     """Campaign name shown to annotators."""
     db: str = "sqlite:///feedback.db"
@@ -93,8 +93,8 @@ class AddItemsConfig:
 
     campaign: int = 0
     """Campaign id."""
-    items: str = ""
-    """Items file (same formats as `campaign create`)."""
+    items: list[str] = field(default_factory=list)
+    """Items files (same formats as `campaign create`; equal prompts across files join one item)."""
     db: str = "sqlite:///feedback.db"
     """Database URL."""
     config: str | None = None
@@ -186,45 +186,53 @@ def _validate(item: dict[str, Any]) -> dict[str, Any]:
         raise ItemsError(f"field '{loc}': {err['msg']}" if loc else err["msg"]) from None
 
 
-def _rows(path: Path) -> list[tuple[int, Any]]:
-    """(line or row number, row) pairs from a JSONL / JSON / Parquet file or a HF datasets dir."""
-    if path.is_dir() or path.suffix == ".parquet":
-        import datasets
-
-        ds = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.Dataset.from_parquet(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[next(iter(ds))]
-        return [(i + 1, dict(row)) for i, row in enumerate(ds)]
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(text)
-        if not isinstance(data, list):
-            raise ItemsError(f"{path}: expected a JSON list of items")
-        return list(enumerate(data, start=1))
-    rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ItemsError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
-    return rows
-
-
 def read_items(path: str | Path) -> list[dict[str, Any]]:
-    """Validated items of a campaign file; errors read like 'items.jsonl:7: field 'responses': ...'."""
+    """Validated items of a campaign file; errors read like 'items.jsonl:7: field 'responses': ...'.
+
+    Rows come from `prefloop.data.io.read_rows` (JSONL / JSON / Parquet / HF datasets dir / folder)."""
+    from prefloop.data.io import DataError, read_rows
+
     path = Path(path)
-    if not path.exists():
-        raise ItemsError(f"{path}: file not found")
     items = []
-    for n, row in _rows(path):
-        try:
-            items.append(_validate(_item_from_row(row)))
-        except ItemsError as exc:
-            raise ItemsError(f"{path}:{n}: {exc}") from None
+    try:
+        for where, row in read_rows(path):
+            try:
+                items.append(_validate(_item_from_row(row)))
+            except ItemsError as exc:
+                raise ItemsError(f"{where}: {exc}") from None
+    except DataError as exc:
+        raise ItemsError(str(exc)) from None
     if not items:
         raise ItemsError(f"{path}: no items")
     return items
+
+
+def read_item_files(paths: str | Path | list[str | Path]) -> list[dict[str, Any]]:
+    """Items of one or several files. Across files, items with the same prompt merge into one item
+    holding all their responses (in file order), so responses of different models get compared.
+
+    An item with a gold answer is never merged: its positions refer to its own responses."""
+    import json
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ItemsError("no items file given: pass --items FILE [FILE ...]")
+    if len(paths) == 1:
+        return read_items(paths[0])
+    merged: dict[str, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    for path in paths:
+        for item in read_items(path):
+            if item.get("gold") is not None:
+                kept.append(item)
+                continue
+            key = json.dumps(item["prompt"], sort_keys=True)
+            if key in merged:
+                merged[key]["responses"].extend(item["responses"])
+            else:
+                merged[key] = item
+                kept.append(item)
+    return [_validate(item) for item in kept]  # re-check limits (e.g. responses per item) after merging
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,26 +318,21 @@ def _print_tokens(result: dict[str, Any]) -> None:
 
 
 def create(cfg: CreateConfig) -> int:
-    from prefloop.feedback.app import insert_items, join_annotators
+    from prefloop.feedback.app import insert_items, join_annotators, new_campaign
     from prefloop.feedback.assignment import assign
     from prefloop.feedback.schemas import CampaignIn
-    from prefloop.feedback.store import Campaign, utcnow
 
     if not cfg.items:
-        raise SystemExit("error: --items FILE is required")
+        raise SystemExit("error: --items FILE [FILE ...] is required")
     try:
         spec = CampaignIn(name=cfg.name, feedback_types=cfg.feedback_types, overlap=cfg.overlap,
                           anonymous=cfg.anonymous, rating_scale=cfg.rating_scale, instructions=cfg.instructions)
-        items = read_items(cfg.items)
+        items = read_item_files(cfg.items)
     except (ValidationError, ItemsError) as exc:
         raise SystemExit(f"error: {exc}") from None
     store = _open(cfg.db)
     with store.write() as s:
-        c = Campaign(name=spec.name, feedback_types=list(spec.feedback_types), overlap=spec.overlap,
-                     anonymous=spec.anonymous, rating_lo=spec.rating_scale[0], rating_hi=spec.rating_scale[1],
-                     instructions=spec.instructions, created_at=utcnow())
-        s.add(c)
-        s.flush()
+        c = new_campaign(s, spec)
         insert_items(s, c, items)
         assign(s, c)
         result = join_annotators(s, c, cfg.annotators) if cfg.annotators else None
@@ -363,7 +366,7 @@ def add_items(cfg: AddItemsConfig) -> None:
     from prefloop.feedback.assignment import assign
 
     try:
-        items = read_items(cfg.items)
+        items = read_item_files(cfg.items)
     except ItemsError as exc:
         raise SystemExit(f"error: {exc}") from None
     store = _open(cfg.db)

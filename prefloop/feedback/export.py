@@ -19,6 +19,10 @@ mode=consensus merges the annotators of each item first: rankings (and the pairs
 them) come from `quality.consensus_ranking` (ranked pairs / Tideman over the item's
 judgments); binary takes the majority thumb per response (exact ties dropped); rating the mean
 score; demonstrations have no consensus, so every edit is kept as in raw mode.
+
+Both modes finish with `trainable`: identical texts within one item (two models answering
+alike) would make records the training readers reject, so such pairs are dropped and such
+K-wise copies merged.
 """
 
 from __future__ import annotations
@@ -63,11 +67,65 @@ def export_records(session: Session, cid: int, kind: str, mode: str = "raw") -> 
         raise ExportError(f"unknown export mode {mode!r}; choose 'raw' or 'consensus'")
     judgments = campaign_judgments(session, cid)
     if mode == "raw" or kind == "demonstration":
-        return [r for j in judgments for r in RAW[kind](j)]
-    by_item: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        by_item[j["item_id"]].append(j)
-    return [r for item_id in sorted(by_item) for r in CONSENSUS[kind](by_item[item_id])]
+        records = [r for j in judgments for r in RAW[kind](j)]
+    else:
+        by_item: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for j in judgments:
+            by_item[j["item_id"]].append(j)
+        records = [r for item_id in sorted(by_item) for r in CONSENSUS[kind](by_item[item_id])]
+    return trainable(records)
+
+
+def trainable(records: list[Record]) -> list[Record]:
+    """Records the training readers accept, when an item holds the same text twice.
+
+    Two models (or two samples) often write the very same answer. Such copies are one text to a
+    trainer: a pair whose chosen and rejected texts are equal teaches nothing and is dropped; in a
+    K-wise record the copies merge into one response at the best rank any copy got (ranks made
+    dense again; meta 'models' names every model that wrote it), and a record left with fewer than
+    two texts is dropped. `prefloop.data.io.read_records` rejects both shapes otherwise.
+    """
+    out: list[Record] = []
+    for r in records:
+        if isinstance(r, PreferencePair):
+            if r.chosen != r.rejected:
+                out.append(r)
+        elif isinstance(r, RankedResponses):
+            merged = _merge_copies(r)
+            if merged is not None:
+                out.append(merged)
+        else:
+            out.append(r)
+    return out
+
+
+def _merge_copies(r: RankedResponses) -> RankedResponses | None:
+    if len(set(r.responses)) == len(r.responses):
+        return r
+    first: dict[str, int] = {}  # text -> index into the kept lists
+    texts: list[str] = []
+    ranks: list[int] = []
+    models: list[list[str]] = []
+    old_models = r.meta.get("models") or [None] * len(r.responses)
+    given = r.ranks if r.ranks is not None else list(range(len(r.responses)))
+    for text, rank, model in zip(r.responses, given, old_models):
+        if text in first:
+            k = first[text]
+            ranks[k] = min(ranks[k], rank)
+            if model is not None and model not in models[k]:
+                models[k].append(model)
+            continue
+        first[text] = len(texts)
+        texts.append(text)
+        ranks.append(rank)
+        models.append([model] if model is not None else [])
+    if len(texts) < 2:
+        return None
+    meta = dict(r.meta)
+    if "models" in meta:
+        meta["models"] = ["+".join(m) if m else None for m in models]
+    meta["merged_copies"] = len(r.responses) - len(texts)
+    return RankedResponses(prompt=r.prompt, responses=texts, ranks=_dense(ranks), meta=meta)
 
 
 # ---------------------------------------------------------------------------------------------

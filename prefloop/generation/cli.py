@@ -1,7 +1,7 @@
 """`prefloop generate`: sample K responses per prompt from a model into a JSONL file.
 
 Output lines look like
-    {"prompt": ..., "responses": [{"text": ..., "model": "<--model as given>", "logprob": -12.3}, ...]}
+    {"prompt": ..., "responses": [{"text": ..., "model": "<--model-name, else --model as given>", "logprob": -12.3}, ...]}
 which is what the feedback server imports for ranking and what `read_records` reads back
 as prompt + responses (ranks missing until someone ranks them).
 """
@@ -24,6 +24,9 @@ class GenerateConfig:
     """YAML file with values for any of these fields; flags override it."""
     model: str = "default"
     """Model to sample from: 'default' (embedded SmolLM2-135M-Instruct), 'tiny', a local path or a hub id."""
+    model_name: str | None = None
+    """Name stored with each response (leaderboards rank by it); None: --model as given. Use it to tell apart
+    runs of one model with different settings, e.g. 'smollm2-t0.3'."""
     data: str = ""
     """Prompts: a .jsonl/.json/.parquet file or HF datasets dir with a 'prompt' field (string or chat messages)."""
     output: str = "generations.jsonl"
@@ -57,20 +60,10 @@ def read_prompts(path: str | Path) -> list[Any]:
     return [record.prompt for record in read_records(path, kind="prompt")]
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def run(cfg: GenerateConfig) -> Path:
     """Generate and write `cfg.output`; returns its path."""
-    import torch
-
     from prefloop.generation.hf import HFGenerator
-    from prefloop.models.load import load_causal_lm, load_tokenizer
+    from prefloop.models.load import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
 
     if not cfg.data:
         raise FileNotFoundError("no prompts given: pass --data prompts.jsonl")
@@ -80,7 +73,7 @@ def run(cfg: GenerateConfig) -> Path:
     if cfg.limit is not None:
         prompts = prompts[: cfg.limit]
     tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, dtype=getattr(torch, cfg.dtype)).to(_device(cfg.device))
+    model = load_causal_lm(cfg.model, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
     generator = HFGenerator(
         model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
         top_p=cfg.top_p, batch_size=cfg.batch_size, max_prompt_length=cfg.max_prompt_length,
@@ -91,9 +84,10 @@ def run(cfg: GenerateConfig) -> Path:
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    name = cfg.model_name or cfg.model
     with tmp.open("w", encoding="utf-8") as f:
         for prompt, comps in zip(prompts, completions):
-            responses = [{"text": c.text, "model": cfg.model, "logprob": round(c.logprob, 6)} for c in comps]
+            responses = [{"text": c.text, "model": name, "logprob": round(c.logprob, 6)} for c in comps]
             f.write(json.dumps({"prompt": prompt, "responses": responses}, ensure_ascii=False) + "\n")
     tmp.replace(out)
     n = len(prompts) * cfg.num_responses
@@ -102,6 +96,7 @@ def run(cfg: GenerateConfig) -> Path:
 
 
 def main(argv: list[str], command: str = "generate") -> None:
+    from prefloop.cli import fail
     from prefloop.config import ConfigError, parse_args
     from prefloop.data.validate import DataError
     from prefloop.models.load import ModelLoadError
@@ -110,5 +105,4 @@ def main(argv: list[str], command: str = "generate") -> None:
     try:
         run(cfg)
     except (DataError, ConfigError, FileNotFoundError, ValueError, ModelLoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(exc))

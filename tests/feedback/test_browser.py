@@ -251,6 +251,9 @@ def test_leaderboard_and_report_pages(live_server: Any, page: Any, shots: Path) 
     expect(flagged.locator("td").first).to_have_text("ann4")
     expect(page.locator("#stat-cards")).to_contain_text("flagged annotators")
     expect(page.locator("#stat-cards")).to_contain_text("1 / 4")
+    # only exports this ranking + pairwise campaign has data for
+    expect(page.locator("#export-row button")).to_have_text(
+        ["pairwise · raw", "pairwise · consensus", "ranked · raw", "ranked · consensus"])
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     assert page.dialogs == [] and page.errors == []
 

@@ -111,3 +111,66 @@ def test_unknown_subcommand_and_help(capsys: pytest.CaptureFixture) -> None:
         cli.main(["--help"], command="serve")
     assert exc.value.code == 0
     assert "--admin-password" in capsys.readouterr().out
+
+
+def test_items_from_several_files_merge_by_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two `prefloop generate` runs (two models) become one item per prompt holding both models' responses."""
+    a = _write_jsonl(tmp_path / "a.jsonl", [
+        {"prompt": p, "responses": [{"text": f"{p} a{j}", "model": "m-a"} for j in range(2)]} for p in ("p1", "p2")
+    ])
+    b = _write_jsonl(tmp_path / "b.jsonl", [
+        {"prompt": "p2", "responses": [{"text": "p2 b0", "model": "m-b"}]},
+        {"prompt": "p3", "responses": [{"text": "p3 b0", "model": "m-b"}, {"text": "p3 b1", "model": "m-b"}]},
+        {"prompt": "p1", "responses": ["a b", "c d"], "gold": {"chosen": 0}},  # gold: kept as its own item
+    ])
+    items = cli.read_item_files([a, b])
+    assert [(i["prompt"], [r["text"] for r in i["responses"]]) for i in items] == [
+        ("p1", ["p1 a0", "p1 a1"]), ("p2", ["p2 a0", "p2 a1", "p2 b0"]), ("p3", ["p3 b0", "p3 b1"]),
+        ("p1", ["a b", "c d"]),
+    ]
+    assert [r["model"] for r in items[1]["responses"]] == ["m-a", "m-a", "m-b"]
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    cli.main(["create", "--db", db, "--items", str(a), str(b)], command="campaign")
+    assert "with 4 items" in capsys.readouterr().out
+
+
+def test_identical_texts_of_two_models_export_to_readable_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two models writing the same answer: exports stay readable by `read_records` (the training readers)."""
+    from prefloop.data.io import read_records
+    from prefloop.feedback.export import export_records
+
+    a = _write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "responses": [{"text": "same", "model": "m-a"},
+                                                                          {"text": "worst", "model": "m-a"}]}])
+    b = _write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p", "responses": [{"text": "same", "model": "m-b"},
+                                                                          {"text": "good", "model": "m-b"}]}])
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    cli.main(["create", "--db", db, "--items", str(a), str(b), "--feedback-types", "ranking", "pairwise",
+              "--annotators", "ann"], command="campaign")
+    token = _tokens(capsys.readouterr().out)["ann"]
+    store = Store(db)
+    with store.read() as s:
+        user = user_for_token(s, token)
+        task = s.scalars(select(Assignment).where(Assignment.user_id == user.id)).one()
+        ids = [r.id for r in s.scalars(select(Response).where(Response.item_id == task.item_id)
+                                        .order_by(Response.position))]  # same(m-a), worst, same(m-b), good
+    # the copies ranked apart (0 and 2) and compared against each other
+    body = SubmitIn(idempotency_key="k", ranking=[[ids[0]], [ids[3]], [ids[2]], [ids[1]]],
+                    pairwise={"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"})
+    submit_judgment(store, task.id, body, user)
+    with store.read() as s:
+        ranked = export_records(s, 1, "ranked", "raw")
+        pairs = export_records(s, 1, "pairwise", "raw")
+        cons = export_records(s, 1, "pairwise", "consensus")
+    store.dispose()
+    assert pairs == []  # 'same' over 'same' teaches nothing
+    (r,) = ranked
+    assert r.responses == ["same", "worst", "good"] and r.ranks == [0, 2, 1]  # best rank of the copies, dense
+    assert r.meta["models"] == ["m-a+m-b", "m-a", "m-b"] and r.meta["merged_copies"] == 1
+    # the ranking's pairs by response, less 'same' over 'same'
+    assert sorted((p.chosen, p.rejected) for p in cons) == sorted(
+        [("same", "good"), ("same", "worst"), ("good", "same"), ("good", "worst"), ("same", "worst")])
+    for kind, records in [("ranked", ranked), ("pairwise", cons)]:
+        out = tmp_path / f"{kind}.jsonl"
+        cli.main(["export", "--db", db, "--campaign", "1", "--kind", kind, "--mode",
+                  "raw" if kind == "ranked" else "consensus", "--output", str(out)], command="campaign")
+        assert len(read_records(out)) == len(records)

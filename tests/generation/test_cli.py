@@ -32,6 +32,12 @@ def test_generate_writes_k_responses_per_prompt(tmp_path):
     ranked = read_records(out)  # the output reads back as prompt + K responses
     assert len(ranked) == 2 and len(ranked[0].responses) == 2
 
+    # --model-name labels a run (two settings of one model are two leaderboard entries)
+    labelled = tmp_path / "labelled.jsonl"
+    main(argv[:-4] + ["--output", str(labelled), "--max-new-tokens", "4", "--model-name", "tiny-hot"])
+    models = {r["model"] for line in labelled.read_text().splitlines() for r in json.loads(line)["responses"]}
+    assert models == {"tiny-hot"}
+
 
 def test_generate_bad_data_is_a_one_line_error(tmp_path, capsys):
     data = tmp_path / "prompts.jsonl"

@@ -795,10 +795,10 @@
     if (!me) return;
     const cid = campaignId();
     $("#leaderboard-link").href = "/leaderboard/" + cid;
-    renderExportButtons(cid);
     try {
       const [campaign, report] = await Promise.all([api("/api/campaigns/" + cid), api(`/api/campaigns/${cid}/report`)]);
       $("#campaign-name").textContent = "· " + campaign.name;
+      renderExportButtons(cid, campaign.feedback_types);
       renderReport(report);
     } catch (err) {
       showMessage(err.message, "error");
@@ -833,9 +833,16 @@
     if (!rep.annotators.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "No judgments yet.")));
   }
 
-  function renderExportButtons(cid) {
+  // Export kinds and the feedback types they are made from (docs/feedback.md, "Export").
+  const EXPORT_SOURCES = { pairwise: ["pairwise", "ranking"], ranked: ["ranking"], binary: ["binary"],
+    rating: ["rating"], demonstration: ["edit"] };
+
+  /** One download button per export kind this campaign collects data for (an empty file helps nobody). */
+  function renderExportButtons(cid, feedbackTypes) {
     const row = $("#export-row");
-    for (const kind of ["pairwise", "ranked", "binary", "rating", "demonstration"]) {
+    row.replaceChildren();
+    for (const [kind, sources] of Object.entries(EXPORT_SOURCES)) {
+      if (!sources.some((t) => feedbackTypes.includes(t))) continue;
       for (const mode of ["raw", "consensus"]) {
         if (mode === "consensus" && kind === "demonstration") continue;
         row.append(el("button", { type: "button", class: "pill", onclick: () => download(cid, kind, mode) }, `${kind} · ${mode}`));
