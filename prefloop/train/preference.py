@@ -266,6 +266,7 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
 def train(cfg: PreferenceConfig, records=None) -> Path:
     """Optimise the policy on preferences with cfg.loss; returns OUTPUT/final."""
     common.check_config(cfg)
+    common.release_freed_memory_promptly()
     if cfg.beta <= 0:
         raise common.TrainError(f"beta must be > 0, got {cfg.beta}")
     common.set_seed(cfg.seed)

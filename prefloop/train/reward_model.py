@@ -188,6 +188,7 @@ def train(cfg: RewardConfig, records=None) -> Path:
     from prefloop.models.load import set_reward_bias
 
     common.check_config(cfg)
+    common.release_freed_memory_promptly()
     common.set_seed(cfg.seed)
     device = common.resolve_device(cfg.device)
     train_records, eval_records = load_records(cfg, records)

@@ -82,6 +82,7 @@ def train(cfg: SFTConfig, records=None) -> Path:
     from prefloop.data.tokenize import pad_batch
 
     common.check_config(cfg)
+    common.release_freed_memory_promptly()
     common.set_seed(cfg.seed)
     device = common.resolve_device(cfg.device)
     train_records, eval_records = load_records(cfg, records)
