@@ -157,6 +157,14 @@ def run_cli(cls: type, argv: list[str], command: str, train: Callable[[Any], Pat
 # --------------------------------------------------------------------------- determinism
 
 
+def begin(cfg: TrainConfig) -> torch.device:
+    """The first lines of every loop: check the config, tune the allocator, seed, pick the device."""
+    check_config(cfg)
+    release_freed_memory_promptly()
+    set_seed(cfg.seed)
+    return resolve_device(cfg.device)
+
+
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)

@@ -265,12 +265,9 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
 
 def train(cfg: PreferenceConfig, records=None) -> Path:
     """Optimise the policy on preferences with cfg.loss; returns OUTPUT/final."""
-    common.check_config(cfg)
-    common.release_freed_memory_promptly()
     if cfg.beta <= 0:
         raise common.TrainError(f"beta must be > 0, got {cfg.beta}")
-    common.set_seed(cfg.seed)
-    device = common.resolve_device(cfg.device)
+    device = common.begin(cfg)
     train_records, eval_records = load_records(cfg, records)
     out = common.prepare_output_dir(cfg)
     tokenizer, model = common.load_policy(cfg, device)

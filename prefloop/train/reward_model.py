@@ -187,10 +187,7 @@ def train(cfg: RewardConfig, records=None) -> Path:
     """Train a reward model; returns OUTPUT/final (AutoModelForSequenceClassification, num_labels=1)."""
     from prefloop.models.load import set_reward_bias
 
-    common.check_config(cfg)
-    common.release_freed_memory_promptly()
-    common.set_seed(cfg.seed)
-    device = common.resolve_device(cfg.device)
+    device = common.begin(cfg)
     train_records, eval_records = load_records(cfg, records)
     out = common.prepare_output_dir(cfg)
     tokenizer, model = load_model(cfg, device)

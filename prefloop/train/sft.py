@@ -81,10 +81,7 @@ def train(cfg: SFTConfig, records=None) -> Path:
     """Fine-tune cfg.model on demonstrations; returns OUTPUT/final."""
     from prefloop.data.tokenize import pad_batch
 
-    common.check_config(cfg)
-    common.release_freed_memory_promptly()
-    common.set_seed(cfg.seed)
-    device = common.resolve_device(cfg.device)
+    device = common.begin(cfg)
     train_records, eval_records = load_records(cfg, records)
     out = common.prepare_output_dir(cfg)
     tokenizer, model = common.load_policy(cfg, device)
