@@ -25,6 +25,7 @@ compare ratios from the same invocation, not absolute numbers across invocations
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -49,17 +50,38 @@ _TOPICS = [
     ("water a cactus", "Water it deeply once every two or three weeks and let the soil dry out in between."),
     ("sleep better", "Keep a regular bedtime, avoid screens for an hour before bed and keep the room cool."),
     ("learn to juggle", "Start with one ball, throw it in an arc from hand to hand, then add a second ball."),
-    ("clean a cast iron pan", "Rinse it with hot water, scrub with salt, dry it on the stove and oil it lightly."),
-    ("write a cover letter", "Open with the role you want, show two results that fit it and close with a clear ask."),
+    (
+        "clean a cast iron pan",
+        "Rinse it with hot water, scrub with salt, dry it on the stove and oil it lightly.",
+    ),
+    (
+        "write a cover letter",
+        "Open with the role you want, show two results that fit it and close with a clear ask.",
+    ),
     ("save money on groceries", "Plan meals for the week, shop with a list and buy staples in bulk."),
-    ("start running", "Alternate one minute of running with two of walking, three times a week, and build up."),
-    ("fix a squeaky door", "Lift the hinge pin, coat it with a little oil or petroleum jelly and tap it back in."),
+    (
+        "start running",
+        "Alternate one minute of running with two of walking, three times a week, and build up.",
+    ),
+    (
+        "fix a squeaky door",
+        "Lift the hinge pin, coat it with a little oil or petroleum jelly and tap it back in.",
+    ),
     ("remember names", "Repeat the name when you hear it, link it to a picture and use it once in the talk."),
     ("brew green tea", "Use water at about eighty degrees and steep the leaves for two minutes."),
     ("read more books", "Carry a book everywhere and read ten pages before you look at your phone."),
-    ("keep basil alive", "Give it six hours of sun, water when the top of the soil is dry and pinch the tips."),
-    ("prepare for an interview", "Research the company, practise three stories about your work and prepare questions."),
-    ("study for an exam", "Test yourself with old questions, space the sessions out and sleep well before it."),
+    (
+        "keep basil alive",
+        "Give it six hours of sun, water when the top of the soil is dry and pinch the tips.",
+    ),
+    (
+        "prepare for an interview",
+        "Research the company, practise three stories about your work and prepare questions.",
+    ),
+    (
+        "study for an exam",
+        "Test yourself with old questions, space the sessions out and sleep well before it.",
+    ),
     ("make a budget", "List your income, subtract fixed costs, then give every remaining euro a job."),
 ]
 _OPENERS = ["How do I", "What is the best way to", "Can you tell me how to", "Any tips to"]
@@ -104,8 +126,9 @@ def to_prefloop_records(pairs: list[dict]):
     from prefloop.data.records import PreferencePair
 
     return [
-        PreferencePair(prompt=p["prompt"], chosen=p["chosen"][0]["content"],
-                       rejected=p["rejected"][0]["content"])
+        PreferencePair(
+            prompt=p["prompt"], chosen=p["chosen"][0]["content"], rejected=p["rejected"][0]["content"]
+        )
         for p in pairs
     ]
 
@@ -207,8 +230,9 @@ def run_trl(args, opts: dict, workdir: Path) -> dict:
                 losses[state.global_step] = float(logs["loss"])
 
     t0 = time.perf_counter()
-    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=[Timer()])
+    trainer = DPOTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()]
+    )
     setup_s = time.perf_counter() - t0
     trainer.train()
     ds = trainer.train_dataset
@@ -240,8 +264,8 @@ def _step_deltas(marks: list[tuple[float, float]]) -> dict:
     shared: other processes stretch wall time, much less the CPU time the step itself needs.
     """
     return {
-        "step_times_s": [b[0] - a[0] for a, b in zip(marks, marks[1:])],
-        "step_cpu_s": [b[1] - a[1] for a, b in zip(marks, marks[1:])],
+        "step_times_s": [b[0] - a[0] for a, b in itertools.pairwise(marks)],
+        "step_cpu_s": [b[1] - a[1] for a, b in itertools.pairwise(marks)],
     }
 
 
@@ -281,6 +305,7 @@ def run_prefloop(args, opts: dict, workdir: Path) -> dict:
     records = to_prefloop_records(make_pairs(args.pairs, args.seed))
     # Time steps exactly as for TRL: marks after setup (start_run) and after each optimizer step.
     import torch
+
     from prefloop.train import common
 
     marks: list[tuple[float, float]] = []
@@ -420,9 +445,16 @@ def run_child(name: str, args) -> dict:
         out_path = f.name
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--json-out", out_path]
     cmd += child_flags(args)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), TQDM_DISABLE="1",
-               PYTHONWARNINGS="ignore")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(args.threads),
+        MKL_NUM_THREADS=str(args.threads),
+        TQDM_DISABLE="1",
+        PYTHONWARNINGS="ignore",
+    )
     print(f"[bench] {name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=not args.verbose, text=True)
@@ -433,22 +465,46 @@ def run_child(name: str, args) -> dict:
     os.unlink(out_path)
     row = summarize(name, raw, args)
     row["wall_s"] = time.perf_counter() - t0
-    print(f"[bench] {name}: {row['s_per_step']:.2f} s/step (CPU {row['cpu_s_per_step']:.2f} s), "
-          f"{row['pairs_per_s']:.2f} pairs/s, "
-          f"peak RSS {row['peak_rss_mb']:.0f} MiB (training steps {row.get('peak_rss_train_mb') or 0:.0f}, "
-          f"before training {row.get('rss_before_train_mb') or 0:.0f}), step-1 loss {row['step1_loss']:.4f}, "
-          f"steps {[round(t, 2) for t in row['step_times_s']]}", flush=True)
+    print(
+        f"[bench] {name}: {row['s_per_step']:.2f} s/step (CPU {row['cpu_s_per_step']:.2f} s), "
+        f"{row['pairs_per_s']:.2f} pairs/s, "
+        f"peak RSS {row['peak_rss_mb']:.0f} MiB (training steps {row.get('peak_rss_train_mb') or 0:.0f}, "
+        f"before training {row.get('rss_before_train_mb') or 0:.0f}), step-1 loss {row['step1_loss']:.4f}, "
+        f"steps {[round(t, 2) for t in row['step_times_s']]}",
+        flush=True,
+    )
     return row
 
 
 def child_flags(args) -> list[str]:
     """The shared settings, passed on to a child."""
     return [
-        "--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-        "--max-length", str(args.max_length), "--max-prompt-length", str(args.max_prompt_length),
-        "--lr", str(args.lr), "--max-grad-norm", str(args.max_grad_norm), "--trl-optim", args.trl_optim,
-        "--pairs", str(args.pairs), "--threads", str(args.threads), "--seed", str(args.seed),
-        "--device", args.device, "--dtype", args.dtype,
+        "--model",
+        args.model,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--max-prompt-length",
+        str(args.max_prompt_length),
+        "--lr",
+        str(args.lr),
+        "--max-grad-norm",
+        str(args.max_grad_norm),
+        "--trl-optim",
+        args.trl_optim,
+        "--pairs",
+        str(args.pairs),
+        "--threads",
+        str(args.threads),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
     ] + (["--pad-to-max"] if args.pad_to_max else [])
 
 
@@ -477,22 +533,29 @@ def markdown(result: dict) -> str:
         f"steady state = mean of steps 3..{s['steps']}.",
         "",
         "| run | s/step (wall) | CPU s/step | pairs/s | peak RSS (MiB) | peak RSS in steps (MiB) |"
-        + (" peak CUDA (MiB) |" if s["device"] == "cuda" else "") + " step-1 loss |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if s["device"] == "cuda" else "") + " ---: |",
+        + (" peak CUDA (MiB) |" if s["device"] == "cuda" else "")
+        + " step-1 loss |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |"
+        + (" ---: |" if s["device"] == "cuda" else "")
+        + " ---: |",
     ]
     for row in result["rows"]:
         cuda = f" {row['peak_cuda_mb']:.0f} |" if s["device"] == "cuda" else ""
         cpu = f"{row['cpu_s_per_step']:.2f}" if row.get("cpu_s_per_step") is not None else "-"
         in_steps = f"{row['peak_rss_train_mb']:.0f}" if row.get("peak_rss_train_mb") else "-"
-        lines.append(f"| {row['run']} | {row['s_per_step']:.2f} | {cpu} | {row['pairs_per_s']:.2f} | "
-                     f"{row['peak_rss_mb']:.0f} | {in_steps} |{cuda} {row['step1_loss']:.4f} |")
+        lines.append(
+            f"| {row['run']} | {row['s_per_step']:.2f} | {cpu} | {row['pairs_per_s']:.2f} | "
+            f"{row['peak_rss_mb']:.0f} | {in_steps} |{cuda} {row['step1_loss']:.4f} |"
+        )
     lines.append("")
     for r in result["ratios"]:
         extra = f", CUDA memory ×{r['cuda_memory_ratio']:.2f}" if "cuda_memory_ratio" in r else ""
         if "cpu_time_ratio" in r:
             extra = f", CPU-time throughput ×{r['cpu_time_ratio']:.2f}" + extra
-        lines.append(f"- {r['ours']} / {r['theirs']}: throughput ×{r['throughput_ratio']:.2f}, "
-                     f"peak RSS ×{r['memory_ratio']:.2f}{extra}")
+        lines.append(
+            f"- {r['ours']} / {r['theirs']}: throughput ×{r['throughput_ratio']:.2f}, "
+            f"peak RSS ×{r['memory_ratio']:.2f}{extra}"
+        )
     lines.append("")
     lines.append("Run descriptions:")
     for name, text in result["descriptions"].items():
@@ -503,9 +566,9 @@ def markdown(result: dict) -> str:
 DESCRIPTIONS = {
     "trl": "TRL DPOTrainer, reference log-probs precomputed (precompute_ref_log_probs=True), pad to longest in batch",
     "trl-liveref": "TRL DPOTrainer with its default live reference model (a second copy in memory, "
-                   "one extra forward per step)",
+    "one extra forward per step)",
     "trl-pad128": "TRL DPOTrainer, precomputed reference, every sequence padded to max length "
-                  "(pad_to_multiple_of=128)",
+    "(pad_to_multiple_of=128)",
     "prefloop": "prefloop preference loop (dpo), full fine-tuning, reference precomputed (its default)",
     "prefloop-lora": "prefloop with LoRA (r=16, alpha=32); reference = adapter-disabled base",
     "prefloop-pad128": "prefloop made to pad every sequence to max length (pad_batch wrapped by the benchmark)",
@@ -522,7 +585,9 @@ def parse(argv=None):
     p.add_argument("--max-prompt-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--trl-optim", default="adamw_torch_fused", help="TRL optimizer name (prefloop uses fused AdamW)")
+    p.add_argument(
+        "--trl-optim", default="adamw_torch_fused", help="TRL optimizer name (prefloop uses fused AdamW)"
+    )
     p.add_argument("--pairs", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -531,9 +596,12 @@ def parse(argv=None):
     p.add_argument("--pad-to-max", action="store_true", help="pad every sequence to max length in all runs")
     p.add_argument("--tag", default="cpu", help="results file suffix: results/dpo_<tag>.json|md")
     p.add_argument("--results-dir", default=str(RESULTS), help="where dpo_<tag>.json|md are written")
-    p.add_argument("--random-weights", action="store_true",
-                   help="train a seeded random init of --model's architecture (needs only its config and "
-                        "tokenizer files; for machines where the weights cannot be carried)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="train a seeded random init of --model's architecture (needs only its config and "
+        "tokenizer files; for machines where the weights cannot be carried)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only, write no results files")
     p.add_argument("--verbose", action="store_true", help="show the children's output")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -565,23 +633,40 @@ def main(argv=None) -> None:
         raise SystemExit(f"[bench] step-1 loss differs from ln 2 = {LN2:.5f} in: {bad}")
 
 
-COMPARISONS = [("prefloop", "trl"), ("prefloop", "trl-liveref"), ("prefloop-lora", "trl"),
-               ("prefloop-pad128", "trl-pad128"), ("prefloop", "prefloop-pad128")]
+COMPARISONS = [
+    ("prefloop", "trl"),
+    ("prefloop", "trl-liveref"),
+    ("prefloop-lora", "trl"),
+    ("prefloop-pad128", "trl-pad128"),
+    ("prefloop", "prefloop-pad128"),
+]
 
 
 def report(rows: dict[str, dict], args) -> None:
     """Print the table and (unless --no-write) write results/dpo_<tag>.json and .md."""
     result = {
         "settings": {
-            "model": args.model, "model_name": Path(args.model).name, "pairs": args.pairs,
-            "batch_size": args.batch_size, "max_length": args.max_length,
-            "max_prompt_length": args.max_prompt_length, "steps": args.steps, "lr": args.lr,
-            "beta": 0.1, "loss": "sigmoid DPO", "max_grad_norm": args.max_grad_norm,
-            "trl_optim": args.trl_optim, "threads": args.threads, "device": args.device,
-            "dtype": args.dtype, "pad_to_max": args.pad_to_max, "seed": args.seed,
+            "model": args.model,
+            "model_name": Path(args.model).name,
+            "pairs": args.pairs,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "max_prompt_length": args.max_prompt_length,
+            "steps": args.steps,
+            "lr": args.lr,
+            "beta": 0.1,
+            "loss": "sigmoid DPO",
+            "max_grad_norm": args.max_grad_norm,
+            "trl_optim": args.trl_optim,
+            "threads": args.threads,
+            "device": args.device,
+            "dtype": args.dtype,
+            "pad_to_max": args.pad_to_max,
+            "seed": args.seed,
             "random_weights": args.random_weights,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": versions(), "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "versions": versions(),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         },
         "rows": list(rows.values()),
         "ratios": [ratios(rows, a, b) for a, b in COMPARISONS if a in rows and b in rows],
@@ -614,9 +699,10 @@ def random_init_copy(model_dir: str, seed: int) -> Path:
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)
     model.save_pretrained(dst)
     for f in src.iterdir():
-        if f.is_file() and (f.name.startswith("tokenizer") or f.name in ("chat_template.jinja",
-                                                                           "special_tokens_map.json",
-                                                                           "generation_config.json")):
+        if f.is_file() and (
+            f.name.startswith("tokenizer")
+            or f.name in ("chat_template.jinja", "special_tokens_map.json", "generation_config.json")
+        ):
             shutil.copy(f, dst / f.name)
     return dst
 

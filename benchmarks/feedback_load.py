@@ -38,11 +38,28 @@ def free_port() -> int:
 
 def start_server(db_url: str, workdir: Path, password: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    log = open(workdir / "server.log", "ab")
+    log = open(workdir / "server.log", "ab")  # noqa: SIM115 - the server process owns it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefloop.cli", "serve", "--db", db_url, "--port", str(port),
-         "--admin-password", password, "--log-level", "warning", "--workers", str(workers)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "prefloop.cli",
+            "serve",
+            "--db",
+            db_url,
+            "--port",
+            str(port),
+            "--admin-password",
+            password,
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -60,7 +77,7 @@ def start_server(db_url: str, workdir: Path, password: str, workers: int = 1) ->
 
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] if values else float("nan")
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))] if values else float("nan")
 
 
 def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, workers: int = 1) -> dict:
@@ -69,16 +86,27 @@ def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, 
     password = "load-test-password"
     proc, base = start_server(db_url, workdir, password, workers)
     try:
-        admin_token = httpx.post(base + "/api/login", json={"name": "admin", "password": password}).json()["token"]
+        admin_token = httpx.post(base + "/api/login", json={"name": "admin", "password": password}).json()[
+            "token"
+        ]
         admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=120)
-        cid = admin.post("/api/campaigns", json={"name": "load", "feedback_types": ["pairwise", "ranking", "rating"],
-                                                  "overlap": overlap}).json()["id"]
+        cid = admin.post(
+            "/api/campaigns",
+            json={"name": "load", "feedback_types": ["pairwise", "ranking", "rating"], "overlap": overlap},
+        ).json()["id"]
         n_items = clients * judgments // overlap
-        items = [{"prompt": f"prompt {i}", "responses": [{"text": f"answer {i}.{j}", "model": f"m{j}"} for j in range(k)]}
-                 for i in range(n_items)]
+        items = [
+            {
+                "prompt": f"prompt {i}",
+                "responses": [{"text": f"answer {i}.{j}", "model": f"m{j}"} for j in range(k)],
+            }
+            for i in range(n_items)
+        ]
         admin.post(f"/api/campaigns/{cid}/items", json={"items": items}).raise_for_status()
         names = [f"load{i:03d}" for i in range(clients)]
-        annotators = admin.post(f"/api/campaigns/{cid}/annotators", json={"names": names}).json()["annotators"]
+        annotators = admin.post(f"/api/campaigns/{cid}/annotators", json={"names": names}).json()[
+            "annotators"
+        ]
         tokens = [a["token"] for a in annotators]
 
         submit_lat: list[float] = []
@@ -89,15 +117,18 @@ def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, 
         def client(token: str) -> None:
             mine_s, mine_n, mine_ids = [], [], []
             with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
-                for n in range(judgments):
+                for _n in range(judgments):
                     t0 = time.perf_counter()
                     task = c.get(f"/api/campaigns/{cid}/next").json()["task"]
                     mine_n.append(time.perf_counter() - t0)
                     if task is None:
                         break
                     ids = [r["id"] for r in task["responses"]]
-                    body = {"idempotency_key": f"{token[:8]}-{task['task_id']}", "ranking": [[i] for i in ids],
-                            "pairwise": {"a": ids[0], "b": ids[1], "choice": "a", "strength": "better"}}
+                    body = {
+                        "idempotency_key": f"{token[:8]}-{task['task_id']}",
+                        "ranking": [[i] for i in ids],
+                        "pairwise": {"a": ids[0], "b": ids[1], "choice": "a", "strength": "better"},
+                    }
                     t0 = time.perf_counter()
                     r = c.post(f"/api/tasks/{task['task_id']}/submit", json=body)
                     mine_s.append(time.perf_counter() - t0)
@@ -144,10 +175,15 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=2)
     p.add_argument("--responses", type=int, default=3, help="responses per item (K)")
     p.add_argument("--workers", type=int, default=1, help="server processes (prefloop serve --workers)")
-    p.add_argument("--db", action="append", default=[], help="database URL (repeat for several); default SQLite")
+    p.add_argument(
+        "--db", action="append", default=[], help="database URL (repeat for several); default SQLite"
+    )
     args = p.parse_args()
     for db in args.db or [None]:
-        print(json.dumps(run(db, args.clients, args.judgments, args.overlap, args.responses, args.workers)), flush=True)
+        print(
+            json.dumps(run(db, args.clients, args.judgments, args.overlap, args.responses, args.workers)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

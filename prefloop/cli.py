@@ -13,7 +13,10 @@ from typing import NoReturn
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("prefloop.train.sft", "supervised fine-tuning on demonstrations (loss on response tokens)"),
-    "reward": ("prefloop.train.reward_model", "train a scalar reward model on pairwise / ranked / margin data"),
+    "reward": (
+        "prefloop.train.reward_model",
+        "train a scalar reward model on pairwise / ranked / margin data",
+    ),
     "dpo": ("prefloop.train.preference", "direct preference optimization (sigmoid DPO, cDPO)"),
     "ipo": ("prefloop.train.preference", "identity preference optimization"),
     "kto": ("prefloop.train.preference", "Kahneman-Tversky optimization on binary feedback"),

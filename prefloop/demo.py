@@ -30,10 +30,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 
 @dataclass
@@ -117,8 +118,11 @@ class Phases:
         start = time.perf_counter()
         yield
         self.timings[name] = time.perf_counter() - start
-        print(f"[{self.count}/{self.total}] {name}: done in {self.timings[name]:.1f} s "
-              f"(total {time.perf_counter() - self.started:.1f} s)", flush=True)
+        print(
+            f"[{self.count}/{self.total}] {name}: done in {self.timings[name]:.1f} s "
+            f"(total {time.perf_counter() - self.started:.1f} s)",
+            flush=True,
+        )
 
 
 def _device(name: str):
@@ -229,20 +233,30 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     with phases.phase("load", f"policy '{cfg.model}' and task '{cfg.task}'"):
         set_seed(cfg.seed)
-        train_prompts, eval_prompts = split_prompts(task_prompts(cfg.task), cfg.num_train_prompts,
-                                                    cfg.num_eval_prompts, cfg.seed)
+        train_prompts, eval_prompts = split_prompts(
+            task_prompts(cfg.task), cfg.num_train_prompts, cfg.num_eval_prompts, cfg.seed
+        )
         tokenizer = load_tokenizer(cfg.model)
         start_model = load_causal_lm(cfg.model).to(device).eval()
         start_model.requires_grad_(False)
 
     def generator(model):
-        return HFGenerator(model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           batch_size=cfg.gen_batch_size, progress=False)
+        return HFGenerator(
+            model,
+            tokenizer,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            batch_size=cfg.gen_batch_size,
+            progress=False,
+        )
 
     eval_flat_prompts = [p for p in eval_prompts for _ in range(cfg.eval_samples)]
     with phases.phase("before", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts"):
-        before = [c.text for cs in generator(start_model).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
-                  for c in cs]
+        before = [
+            c.text
+            for cs in generator(start_model).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
+            for c in cs
+        ]
         gold_before_mean, gold_before = gold_score(gold, eval_flat_prompts, before)
         print(f"    gold score before: {gold_before_mean:.3f}", flush=True)
 
@@ -250,7 +264,9 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         samples = generator(start_model).generate(train_prompts, cfg.k, seed=cfg.seed)
         responses = [[c.text for c in cs] for cs in samples]
 
-    with phases.phase("annotate", f"simulated annotator ranks each prompt's replies (noise τ={cfg.annotator_noise})"):
+    with phases.phase(
+        "annotate", f"simulated annotator ranks each prompt's replies (noise τ={cfg.annotator_noise})"
+    ):
         annotator = SimulatedAnnotator(gold, temperature=cfg.annotator_noise, seed=cfg.seed)
         audited = annotator.rank_all(train_prompts, responses)
         agreement = gold_agreement(audited)
@@ -258,17 +274,30 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         # What training sees: prompts, replies and the annotator's ranks -- no gold scores.
         rankings = [RankedResponses(r.prompt, r.responses, r.ranks) for r in audited]
         _write_jsonl(out / "preferences.jsonl", (record_to_dict(r) for r in rankings))
-        _write_jsonl(out / "train_samples_gold.jsonl",
-                     ({"prompt": r.prompt, "responses": r.responses, "ranks": r.ranks, "gold": r.meta["gold"]}
-                      for r in audited))
+        _write_jsonl(
+            out / "train_samples_gold.jsonl",
+            (
+                {"prompt": r.prompt, "responses": r.responses, "ranks": r.ranks, "gold": r.meta["gold"]}
+                for r in audited
+            ),
+        )
         print(f"    annotator agreement with gold: {agreement:.3f} (expected {expected:.3f})", flush=True)
 
     with phases.phase("reward", f"reward model '{cfg.reward_model}' on {len(rankings)} rankings"):
         rm_cfg = reward_model.RewardConfig(
-            model=cfg.reward_model, output_dir=str(out / "reward_model"), epochs=cfg.reward_epochs,
-            max_steps=cfg.reward_steps, batch_size=cfg.reward_batch_size, learning_rate=cfg.reward_lr,
-            max_length=256, max_prompt_length=128, seed=cfg.seed, device=cfg.device, save_steps=0,
-            eval_fraction=0.2 if len(rankings) >= 5 else 0.0, report_to_tensorboard="no",
+            model=cfg.reward_model,
+            output_dir=str(out / "reward_model"),
+            epochs=cfg.reward_epochs,
+            max_steps=cfg.reward_steps,
+            batch_size=cfg.reward_batch_size,
+            learning_rate=cfg.reward_lr,
+            max_length=256,
+            max_prompt_length=128,
+            seed=cfg.seed,
+            device=cfg.device,
+            save_steps=0,
+            eval_fraction=0.2 if len(rankings) >= 5 else 0.0,
+            report_to_tensorboard="no",
         )
         rm_path = reward_model.train(rm_cfg, records=rankings)
         rm_eval = json.loads((out / "reward_model" / "eval.json").read_text())
@@ -277,25 +306,50 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         scorer = RewardModelScorer(rm_path, device=cfg.device)
         rm_before = scorer(eval_flat_prompts, before)
         rm_acc_gold = _rm_accuracy_vs_gold(rm_before, gold_before, cfg.eval_samples)
-        print(f"    reward model accuracy on held-out prompts vs gold: {rm_acc_gold:.3f}"
-              + (f" (vs annotator on held-out rankings: {rm_eval['eval/accuracy']:.3f})"
-                 if "eval/accuracy" in rm_eval else ""), flush=True)
+        print(
+            f"    reward model accuracy on held-out prompts vs gold: {rm_acc_gold:.3f}"
+            + (
+                f" (vs annotator on held-out rankings: {rm_eval['eval/accuracy']:.3f})"
+                if "eval/accuracy" in rm_eval
+                else ""
+            ),
+            flush=True,
+        )
 
     dpo_records = _pairs_for_dpo(rankings, cfg.pairs)
-    with phases.phase("dpo", f"DPO on {len(dpo_records)} {'rankings' if cfg.pairs == 'ranking' else 'pairs'}"):
+    with phases.phase(
+        "dpo", f"DPO on {len(dpo_records)} {'rankings' if cfg.pairs == 'ranking' else 'pairs'}"
+    ):
         dpo_cfg = preference.PreferenceConfig(
-            model=cfg.model, output_dir=str(out / "dpo"), loss="pl_dpo" if cfg.pairs == "ranking" else "dpo",
-            beta=cfg.dpo_beta, learning_rate=cfg.dpo_lr, epochs=cfg.dpo_epochs, max_steps=cfg.dpo_steps,
-            batch_size=cfg.dpo_batch_size, lora=cfg.dpo_lora, max_length=256, max_prompt_length=128,
-            seed=cfg.seed, device=cfg.device, save_steps=0, eval_fraction=0.0, report_to_tensorboard="no",
+            model=cfg.model,
+            output_dir=str(out / "dpo"),
+            loss="pl_dpo" if cfg.pairs == "ranking" else "dpo",
+            beta=cfg.dpo_beta,
+            learning_rate=cfg.dpo_lr,
+            epochs=cfg.dpo_epochs,
+            max_steps=cfg.dpo_steps,
+            batch_size=cfg.dpo_batch_size,
+            lora=cfg.dpo_lora,
+            max_length=256,
+            max_prompt_length=128,
+            seed=cfg.seed,
+            device=cfg.device,
+            save_steps=0,
+            eval_fraction=0.0,
+            report_to_tensorboard="no",
         )
         policy_path = preference.train(dpo_cfg, records=dpo_records)
         dpo_metrics = read_metrics(out / "dpo")
 
-    with phases.phase("after", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts, same seed"):
+    with phases.phase(
+        "after", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts, same seed"
+    ):
         policy = load_causal_lm(str(policy_path)).to(device).eval()
-        after = [c.text for cs in generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
-                 for c in cs]
+        after = [
+            c.text
+            for cs in generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
+            for c in cs
+        ]
 
     with phases.phase("eval", "gold score, win rate, KL to the start model, reward-model scores"):
         gold_after_mean, gold_after = gold_score(gold, eval_flat_prompts, after)
@@ -311,36 +365,66 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             "task": cfg.task,
             "num_train_prompts": len(train_prompts),
             "num_eval_prompts": len(eval_prompts),
-            "gold": {"before": gold_before_mean, "after": gold_after_mean,
-                     "before_stderr": before_se, "after_stderr": after_se,
-                     "improvement": gold_after_mean - gold_before_mean, "win_rate": wins / len(gold_after)},
+            "gold": {
+                "before": gold_before_mean,
+                "after": gold_after_mean,
+                "before_stderr": before_se,
+                "after_stderr": after_se,
+                "improvement": gold_after_mean - gold_before_mean,
+                "win_rate": wins / len(gold_after),
+            },
             "kl_to_start": kl,
-            "reward_model": {"path": str(rm_path), "heldout_accuracy_vs_gold": rm_acc_gold,
-                             "score_before": sum(rm_before) / len(rm_before),
-                             "score_after": sum(rm_after) / len(rm_after),
-                             **({"eval_accuracy_vs_annotator": rm_eval["eval/accuracy"]}
-                                if "eval/accuracy" in rm_eval else {})},
-            "annotator": {"noise": cfg.annotator_noise, "agreement": agreement, "expected_agreement": expected},
-            "dpo": {"path": str(policy_path), "num_records": len(dpo_records), "steps": len(dpo_metrics),
-                    "final_loss": dpo_metrics[-1]["loss"] if dpo_metrics else None},
+            "reward_model": {
+                "path": str(rm_path),
+                "heldout_accuracy_vs_gold": rm_acc_gold,
+                "score_before": sum(rm_before) / len(rm_before),
+                "score_after": sum(rm_after) / len(rm_after),
+                **(
+                    {"eval_accuracy_vs_annotator": rm_eval["eval/accuracy"]}
+                    if "eval/accuracy" in rm_eval
+                    else {}
+                ),
+            },
+            "annotator": {
+                "noise": cfg.annotator_noise,
+                "agreement": agreement,
+                "expected_agreement": expected,
+            },
+            "dpo": {
+                "path": str(policy_path),
+                "num_records": len(dpo_records),
+                "steps": len(dpo_metrics),
+                "final_loss": dpo_metrics[-1]["loss"] if dpo_metrics else None,
+            },
             "timings_s": phases.timings,
             "config": asdict(cfg),
         }
-        rows = [{"prompt": p, "before": b, "after": a, "gold_before": gb, "gold_after": ga}
-                for p, b, a, gb, ga in zip(eval_flat_prompts, before, after, gold_before, gold_after)]
+        rows = [
+            {"prompt": p, "before": b, "after": a, "gold_before": gb, "gold_after": ga}
+            for p, b, a, gb, ga in zip(eval_flat_prompts, before, after, gold_before, gold_after)
+        ]
         _write_jsonl(out / "samples.jsonl", rows)
         shown = rows[:: cfg.eval_samples][: cfg.num_shown_samples]  # the first sample of each prompt
         summary["timings_s"] = dict(phases.timings)
         summary["timings_s"]["total (before the report)"] = time.perf_counter() - phases.started
-        write_report(out, summary, shown, gold_before, gold_after, dpo_metrics,
-                     {"before": list(zip(gold_before, rm_before)), "after": list(zip(gold_after, rm_after))})
+        write_report(
+            out,
+            summary,
+            shown,
+            gold_before,
+            gold_after,
+            dpo_metrics,
+            {"before": list(zip(gold_before, rm_before)), "after": list(zip(gold_after, rm_after))},
+        )
     summary["timings_s"] = dict(phases.timings)
     summary["timings_s"]["total"] = time.perf_counter() - phases.started
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False) + "\n")
-    print(f"gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f} "
-          f"(win rate {summary['gold']['win_rate']:.2f}), KL {kl:.3f} nats, "
-          f"RM accuracy {rm_acc_gold:.3f}, total {summary['timings_s']['total']:.0f} s; report: {out / 'report.md'}",
-          flush=True)
+    print(
+        f"gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f} "
+        f"(win rate {summary['gold']['win_rate']:.2f}), KL {kl:.3f} nats, "
+        f"RM accuracy {rm_acc_gold:.3f}, total {summary['timings_s']['total']:.0f} s; report: {out / 'report.md'}",
+        flush=True,
+    )
     return summary
 
 

@@ -23,10 +23,10 @@ from prefloop.data.tokenize import TokenizedSequence, encode, encode_prompt, pad
 from prefloop.data.validate import DataError
 
 __all__ = [
+    "KINDS",
     "BinaryFeedback",
     "DataError",
     "Demonstration",
-    "KINDS",
     "PreferencePair",
     "Prompt",
     "RankedResponses",

@@ -18,24 +18,25 @@ of any shape, which a columnar schema cannot hold); the reader decodes it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from prefloop.data.records import (
+    RECORD_TYPES,
     BinaryFeedback,
     Demonstration,
     PreferencePair,
     Prompt,
     RankedResponses,
     Record,
-    RECORD_TYPES,
     record_to_dict,
 )
 from prefloop.data.validate import KINDS, DataError, parse_row
 
 __all__ = [
-    "DataError",
     "KINDS",
+    "DataError",
     "convert_record",
     "kind_of",
     "ranked_to_pairs",
@@ -92,7 +93,9 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
         for i, item in enumerate(data):
             yield f"{path}:item {i}", item
     else:
-        raise DataError(f"{path}: expected a list of objects (or one object per line), got {type(data).__name__}")
+        raise DataError(
+            f"{path}: expected a list of objects (or one object per line), got {type(data).__name__}"
+        )
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -126,7 +129,9 @@ def _dataset_rows(path: Path) -> Iterator[tuple[str, Any]]:
         elif len(splits) == 1:
             split = splits[0]
         else:
-            raise DataError(f"{path}: a DatasetDict with splits {splits}; pass one split's folder, e.g. {path / splits[0]}")
+            raise DataError(
+                f"{path}: a DatasetDict with splits {splits}; pass one split's folder, e.g. {path / splits[0]}"
+            )
         path, ds = path / split, ds[split]
     for i, row in enumerate(ds.to_list()):
         yield f"{path}:row {i}", row
@@ -140,7 +145,9 @@ def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
         return _json_rows(path)
     if suffix == ".parquet":
         return _parquet_rows(path)
-    raise DataError(f"{path}: unsupported file type '{suffix}'; expected .jsonl, .json, .parquet or a datasets directory")
+    raise DataError(
+        f"{path}: unsupported file type '{suffix}'; expected .jsonl, .json, .parquet or a datasets directory"
+    )
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
@@ -160,11 +167,15 @@ def read_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
         yield from _file_rows(path)
         return
     children = sorted(
-        p for p in path.iterdir()
-        if not p.name.startswith(".") and ((p.is_file() and p.suffix.lower() in FILE_SUFFIXES) or is_dataset_dir(p))
+        p
+        for p in path.iterdir()
+        if not p.name.startswith(".")
+        and ((p.is_file() and p.suffix.lower() in FILE_SUFFIXES) or is_dataset_dir(p))
     )
     if not children:
-        raise DataError(f"{path}: folder holds no data files (.jsonl, .json, .parquet or datasets directories)")
+        raise DataError(
+            f"{path}: folder holds no data files (.jsonl, .json, .parquet or datasets directories)"
+        )
     for child in children:
         yield from read_rows(child)
 
@@ -180,9 +191,13 @@ def ranked_to_pairs(record: RankedResponses) -> list[PreferencePair]:
     order = sorted(range(len(record.responses)), key=lambda i: (record.rank_of(i), i))
     pairs = []
     for a, i in enumerate(order):
-        for j in order[a + 1:]:
+        for j in order[a + 1 :]:
             if record.rank_of(i) < record.rank_of(j):
-                pairs.append(PreferencePair(record.prompt, record.responses[i], record.responses[j], meta=dict(record.meta)))
+                pairs.append(
+                    PreferencePair(
+                        record.prompt, record.responses[i], record.responses[j], meta=dict(record.meta)
+                    )
+                )
     return pairs
 
 
@@ -256,7 +271,9 @@ def read_records(path: str | Path, kind: str | None = None) -> list[Record]:
     return _parse_rows(read_rows(path), kind, str(path))
 
 
-def records_from_dicts(rows: Iterable[dict[str, Any]], kind: str | None = None, source: str = "<data>") -> list[Record]:
+def records_from_dicts(
+    rows: Iterable[dict[str, Any]], kind: str | None = None, source: str = "<data>"
+) -> list[Record]:
     """Validate in-memory rows (e.g. a `datasets.Dataset`) like `read_records` does a file.
 
     Rows are numbered from 0 in errors: ``<data>:row 3: field 'chosen': missing``.
@@ -330,7 +347,6 @@ def write_records(records: Iterable[Record], path: str | Path) -> Path:
         pq.write_table(_arrow_table(rows, path), path)
     elif suffix == "" or path.is_dir():
         import datasets
-
         from datasets.table import InMemoryTable
 
         dataset = datasets.Dataset(InMemoryTable(_arrow_table(rows, path)))
@@ -342,5 +358,7 @@ def write_records(records: Iterable[Record], path: str | Path) -> Path:
             if not was_disabled:
                 datasets.enable_progress_bars()
     else:
-        raise DataError(f"{path}: unsupported output type '{suffix}'; use .jsonl, .json, .parquet or a folder")
+        raise DataError(
+            f"{path}: unsupported output type '{suffix}'; use .jsonl, .json, .parquet or a folder"
+        )
     return path

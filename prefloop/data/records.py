@@ -12,10 +12,10 @@ assistant's turn). Chat templates are applied later, at tokenization time.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Union
+from typing import Any
 
 Message = dict[str, str]
-PromptText = Union[str, list[Message]]
+PromptText = str | list[Message]
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Rating:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Union[Prompt, Demonstration, PreferencePair, RankedResponses, BinaryFeedback, Rating]
+Record = Prompt | Demonstration | PreferencePair | RankedResponses | BinaryFeedback | Rating
 
 RECORD_TYPES: dict[str, type] = {
     "prompt": Prompt,

@@ -26,8 +26,9 @@ is a token the policy produced and is trained on (its log-prob comes from logits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from prefloop.data.records import Message, PromptText
 
@@ -86,7 +87,9 @@ def _ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
 def _render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -> str:
     # tokenize=False then our own tokenization: apply_chat_template's tokenized return
     # type differs across transformers versions (list vs BatchEncoding).
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
 
 
 def _prompt_ids(tokenizer: Any, prompt: PromptText) -> list[int]:
@@ -108,14 +111,16 @@ def _end_of_turn(tokenizer: Any, ids: list[int]) -> list[int]:
     return ids + ([eos_id] if eos_id is not None else [])
 
 
-def _prompt_and_response_ids(tokenizer: Any, prompt: PromptText, response: str) -> tuple[list[int], list[int]]:
+def _prompt_and_response_ids(
+    tokenizer: Any, prompt: PromptText, response: str
+) -> tuple[list[int], list[int]]:
     """Untruncated prompt ids and response ids (ending with eos)."""
     p_ids = _prompt_ids(tokenizer, prompt)
     if has_chat_template(tokenizer):
         messages = prompt_messages(prompt) + [{"role": "assistant", "content": response}]
         full = _ids(tokenizer, _render(tokenizer, messages, False), add_special_tokens=False)
         if len(full) > len(p_ids) and full[: len(p_ids)] == p_ids:
-            return p_ids, _end_of_turn(tokenizer, full[len(p_ids):])
+            return p_ids, _end_of_turn(tokenizer, full[len(p_ids) :])
     eos_id = tokenizer.eos_token_id
     r_ids = _ids(tokenizer, response, add_special_tokens=False)
     return p_ids, r_ids + ([eos_id] if eos_id is not None else [])

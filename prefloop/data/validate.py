@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prefloop.data.records import (
     BinaryFeedback,
@@ -148,7 +149,7 @@ def check_text(value: Any, where: str, field: str, prompt: PromptText | None = N
     if isinstance(value, (list, tuple)):
         msgs = check_messages(value, where, field)
         if isinstance(prompt, list) and len(msgs) > len(prompt) and msgs[: len(prompt)] == prompt:
-            msgs = msgs[len(prompt):]
+            msgs = msgs[len(prompt) :]
         if len(msgs) != 1:
             raise fail(where, field, f"expected one assistant message, got {len(msgs)} messages")
         if msgs[0]["role"] != "assistant":
@@ -310,7 +311,9 @@ def parse_demonstration(row: dict[str, Any], where: str) -> Demonstration:
         if len(msgs) < 2:
             raise fail(where, "messages", "needs a prompt message before the assistant's reply")
         if msgs[-1]["role"] != "assistant":
-            raise fail(where, "messages", f"the last message must be the assistant's, got role '{msgs[-1]['role']}'")
+            raise fail(
+                where, "messages", f"the last message must be the assistant's, got role '{msgs[-1]['role']}'"
+            )
         response = check_text(msgs[-1]["content"], where, "messages")
         return Demonstration(msgs[:-1], response, _meta_with_extras(row, "demonstration", where))
     prompt = check_prompt(row.get("prompt"), where)

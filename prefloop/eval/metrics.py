@@ -23,7 +23,7 @@ Shapes: prompts and completions are parallel lists of N items; log-probs come ba
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -31,8 +31,9 @@ from prefloop.data.records import PromptText
 from prefloop.rewards.base import RewardFn
 
 
-def gold_score(gold: RewardFn, prompts: Sequence[PromptText],
-               completions: Sequence[str]) -> tuple[float, list[float]]:
+def gold_score(
+    gold: RewardFn, prompts: Sequence[PromptText], completions: Sequence[str]
+) -> tuple[float, list[float]]:
     """(mean gold score, per-completion scores)."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -43,9 +44,15 @@ def gold_score(gold: RewardFn, prompts: Sequence[PromptText],
 
 
 @torch.no_grad()
-def sequence_logprobs(model, tokenizer, prompts: Sequence[PromptText], completions: Sequence[str],
-                      batch_size: int = 16, max_length: int = 512,
-                      max_prompt_length: int = 256) -> list[float]:
+def sequence_logprobs(
+    model,
+    tokenizer,
+    prompts: Sequence[PromptText],
+    completions: Sequence[str],
+    batch_size: int = 16,
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+) -> list[float]:
     """log π(y | x) summed over response tokens (end-of-turn token included), per pair."""
     from prefloop.data.tokenize import encode, pad_batch
     from prefloop.train.common import response_logps
@@ -62,16 +69,23 @@ def sequence_logprobs(model, tokenizer, prompts: Sequence[PromptText], completio
         for start in range(0, len(seqs), batch_size):
             batch = pad_batch(seqs[start : start + batch_size], pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
-            logps, _ = response_logps(model, batch["input_ids"], batch["attention_mask"],
-                                      batch["response_mask"])
+            logps, _ = response_logps(
+                model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+            )
             out.extend(logps.float().tolist())
     finally:
         model.train(was_training)
     return out
 
 
-def kl_to_reference(policy, reference, tokenizer, prompts: Sequence[PromptText],
-                    completions: Sequence[str], batch_size: int = 16) -> tuple[float, list[float]]:
+def kl_to_reference(
+    policy,
+    reference,
+    tokenizer,
+    prompts: Sequence[PromptText],
+    completions: Sequence[str],
+    batch_size: int = 16,
+) -> tuple[float, list[float]]:
     """(mean per-sequence log π − log π_ref over samples from π, the per-sample terms).
 
     `reference` is a second causal LM with the same tokenizer, or None for the
@@ -91,8 +105,9 @@ def kl_to_reference(policy, reference, tokenizer, prompts: Sequence[PromptText],
     return (sum(terms) / len(terms) if terms else float("nan")), terms
 
 
-def win_rate(before: Sequence[str], after: Sequence[str], gold: RewardFn,
-             prompts: Sequence[PromptText]) -> float:
+def win_rate(
+    before: Sequence[str], after: Sequence[str], gold: RewardFn, prompts: Sequence[PromptText]
+) -> float:
     """Share of prompts where gold(after) > gold(before); ties count 1/2."""
     if not (len(before) == len(after) == len(prompts)):
         raise ValueError(f"lengths differ: {len(prompts)} prompts, {len(before)} before, {len(after)} after")

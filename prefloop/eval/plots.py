@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def _pyplot():
@@ -34,9 +35,15 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def demo_figure(path: str | Path, gold_before: Sequence[float], gold_after: Sequence[float],
-                dpo_metrics: Sequence[dict[str, Any]], rm_points,
-                headline: dict[str, float], title: str = "") -> Path:
+def demo_figure(
+    path: str | Path,
+    gold_before: Sequence[float],
+    gold_after: Sequence[float],
+    dpo_metrics: Sequence[dict[str, Any]],
+    rm_points,
+    headline: dict[str, float],
+    title: str = "",
+) -> Path:
     """Write the demo's 2x2 figure to `path` and return it."""
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
@@ -80,8 +87,14 @@ def _curve_panel(ax, metrics: Sequence[dict[str, Any]]) -> None:
     ax.plot(steps, _smooth(loss, window), color="tab:blue", label="loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss", color="tab:blue")
-    acc_key = next((k for k in ("rewards/accuracy", "reward_accuracy", "accuracy", "rewards/accuracies")
-                    if k in rows[0]), None)
+    acc_key = next(
+        (
+            k
+            for k in ("rewards/accuracy", "reward_accuracy", "accuracy", "rewards/accuracies")
+            if k in rows[0]
+        ),
+        None,
+    )
     if acc_key:
         ax2 = ax.twinx()
         acc = [m.get(acc_key, float("nan")) for m in rows]
@@ -117,8 +130,14 @@ def _headline_panel(ax, headline: dict[str, float]) -> None:
     colors = ["tab:gray" if "before" in n else "tab:green" if "after" in n else "tab:blue" for n in names]
     bars = ax.bar(range(len(names)), values, color=colors)
     for bar, v in zip(bars, values):
-        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.3f}", ha="center",
-                va="bottom" if v >= 0 else "top", fontsize=9)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            v,
+            f"{v:.3f}",
+            ha="center",
+            va="bottom" if v >= 0 else "top",
+            fontsize=9,
+        )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.8)

@@ -13,8 +13,9 @@ prompt). `summary` is the dict the demo also writes to summary.json.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prefloop.eval.plots import demo_figure
 
@@ -43,22 +44,37 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     rm = summary.get("reward_model", {})
     if "heldout_accuracy_vs_gold" in rm:
-        rows.append(("reward model accuracy on held-out prompts (vs gold order)",
-                     _fmt(rm["heldout_accuracy_vs_gold"])))
+        rows.append(
+            (
+                "reward model accuracy on held-out prompts (vs gold order)",
+                _fmt(rm["heldout_accuracy_vs_gold"]),
+            )
+        )
     if "eval_accuracy_vs_annotator" in rm:
-        rows.append(("reward model accuracy on held-out rankings (vs annotator labels)",
-                     _fmt(rm["eval_accuracy_vs_annotator"])))
+        rows.append(
+            (
+                "reward model accuracy on held-out rankings (vs annotator labels)",
+                _fmt(rm["eval_accuracy_vs_annotator"]),
+            )
+        )
     if "score_before" in rm and "score_after" in rm:
-        rows.append(("reward model score before → after", f"{rm['score_before']:.3f} → {rm['score_after']:.3f}"))
+        rows.append(
+            ("reward model score before → after", f"{rm['score_before']:.3f} → {rm['score_after']:.3f}")
+        )
     ann = summary.get("annotator", {})
     if ann:
-        rows.append(("simulated annotator agreement with gold (observed / expected)",
-                     f"{_fmt(ann.get('agreement'))} / {_fmt(ann.get('expected_agreement'))}"))
+        rows.append(
+            (
+                "simulated annotator agreement with gold (observed / expected)",
+                f"{_fmt(ann.get('agreement'))} / {_fmt(ann.get('expected_agreement'))}",
+            )
+        )
     return rows
 
 
-def write_markdown(path: Path, summary: dict[str, Any], samples: Sequence[dict[str, Any]],
-                   image_name: str = "report.png") -> Path:
+def write_markdown(
+    path: Path, summary: dict[str, Any], samples: Sequence[dict[str, Any]], image_name: str = "report.png"
+) -> Path:
     cfg = summary.get("config", {})
     lines = [
         "# prefloop demo report",
@@ -80,7 +96,15 @@ def write_markdown(path: Path, summary: dict[str, Any], samples: Sequence[dict[s
         "|---|---|",
     ]
     lines += [f"| {name} | {value} |" for name, value in headline_rows(summary)]
-    lines += ["", f"![demo figure]({image_name})", "", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
+    lines += [
+        "",
+        f"![demo figure]({image_name})",
+        "",
+        "## Time per phase",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+    ]
     timings = summary.get("timings_s", {})
     lines += [f"| {name} | {sec:.1f} |" for name, sec in timings.items()]
     lines += ["", "## Sample responses on held-out prompts", ""]
@@ -98,13 +122,15 @@ def write_markdown(path: Path, summary: dict[str, Any], samples: Sequence[dict[s
     return path
 
 
-def write_html(path: Path, summary: dict[str, Any], samples: Sequence[dict[str, Any]],
-               image_name: str = "report.png") -> Path:
+def write_html(
+    path: Path, summary: dict[str, Any], samples: Sequence[dict[str, Any]], image_name: str = "report.png"
+) -> Path:
     """The same content as report.md as a standalone page (no scripts, no external files but the PNG)."""
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(n)}</td><td>{esc(v)}</td></tr>" for n, v in headline_rows(summary))
-    timings = "".join(f"<tr><td>{esc(k)}</td><td>{v:.1f}</td></tr>"
-                      for k, v in summary.get("timings_s", {}).items())
+    timings = "".join(
+        f"<tr><td>{esc(k)}</td><td>{v:.1f}</td></tr>" for k, v in summary.get("timings_s", {}).items()
+    )
     blocks = []
     for row in samples:
         blocks.append(
@@ -118,21 +144,26 @@ def write_html(path: Path, summary: dict[str, Any], samples: Sequence[dict[str, 
 table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 img{{max-width:100%}}</style></head><body>
 <h1>prefloop demo report</h1>
-<p>Task: {esc(str(summary.get('task', '?')))}. Training saw only the simulated annotator's noisy rankings.</p>
+<p>Task: {esc(str(summary.get("task", "?")))}. Training saw only the simulated annotator's noisy rankings.</p>
 <h2>Results</h2><table>{rows}</table>
 <img src="{esc(image_name)}" alt="demo figure">
 <h2>Time per phase (s)</h2><table>{timings}</table>
-<h2>Sample responses on held-out prompts</h2>{''.join(blocks)}
+<h2>Sample responses on held-out prompts</h2>{"".join(blocks)}
 </body></html>
 """
     path.write_text(page)
     return path
 
 
-def write_report(output_dir: str | Path, summary: dict[str, Any], samples: Sequence[dict[str, Any]],
-                 gold_before: Sequence[float], gold_after: Sequence[float],
-                 dpo_metrics: Sequence[dict[str, Any]],
-                 rm_points=()) -> dict[str, Path]:
+def write_report(
+    output_dir: str | Path,
+    summary: dict[str, Any],
+    samples: Sequence[dict[str, Any]],
+    gold_before: Sequence[float],
+    gold_after: Sequence[float],
+    dpo_metrics: Sequence[dict[str, Any]],
+    rm_points=(),
+) -> dict[str, Path]:
     """Write report.png, report.md and report.html into `output_dir`; returns their paths."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,9 +175,16 @@ def write_report(output_dir: str | Path, summary: dict[str, Any], samples: Seque
         headline["RM accuracy"] = rm["heldout_accuracy_vs_gold"]
     if "agreement" in summary.get("annotator", {}):
         headline["annotator agreement"] = summary["annotator"]["agreement"]
-    png = demo_figure(out / "report.png", gold_before, gold_after, dpo_metrics, rm_points, headline,
-                      title=f"prefloop demo: {summary.get('task', '')} — gold {g['before']:.3f} → {g['after']:.3f}, "
-                            f"KL to start {summary['kl_to_start']:.2f} nats")
+    png = demo_figure(
+        out / "report.png",
+        gold_before,
+        gold_after,
+        dpo_metrics,
+        rm_points,
+        headline,
+        title=f"prefloop demo: {summary.get('task', '')} — gold {g['before']:.3f} → {g['after']:.3f}, "
+        f"KL to start {summary['kl_to_start']:.2f} nats",
+    )
     md = write_markdown(out / "report.md", summary, samples)
     page = write_html(out / "report.html", summary, samples)
     return {"png": png, "md": md, "html": page}

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
-from types import SimpleNamespace
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -52,19 +52,26 @@ from prefloop.feedback.store import (
     CampaignAnnotator,
     Item,
     Judgment,
-    Response as ResponseRow,
     Store,
     User,
     campaign_judgments,
     upgrade,
     utcnow,
 )
+from prefloop.feedback.store import (
+    Response as ResponseRow,
+)
 
 HERE = Path(__file__).parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
-PAGES = {"login": "login.html", "index": "index.html", "annotate": "annotate.html",
-         "leaderboard": "leaderboard.html", "report": "report.html"}
+PAGES = {
+    "login": "login.html",
+    "index": "index.html",
+    "annotate": "annotate.html",
+    "leaderboard": "leaderboard.html",
+    "report": "report.html",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,8 +138,11 @@ def annotated_campaign(session: Session, cid: int, user: Principal) -> Campaign:
     if c is None or (not member and user.role != "admin"):
         raise HTTPException(404, f"campaign {cid} not found")
     if not member:
-        raise HTTPException(403, f"you are not an annotator of campaign {cid}; an admin can add you with "
-                                 f"POST /api/campaigns/{cid}/annotators")
+        raise HTTPException(
+            403,
+            f"you are not an annotator of campaign {cid}; an admin can add you with "
+            f"POST /api/campaigns/{cid}/annotators",
+        )
     return c
 
 
@@ -219,7 +229,7 @@ def create_app(db_url: str = "sqlite:///feedback.db", *, migrate: bool = True) -
     return app
 
 
-def _api_routes(app: FastAPI, store: Store) -> None:  # noqa: C901 - one flat list of endpoints
+def _api_routes(app: FastAPI, store: Store) -> None:
     @app.get("/api/health", tags=["meta"])
     def health() -> dict[str, Any]:
         with store.read() as s:
@@ -274,7 +284,9 @@ def _api_routes(app: FastAPI, store: Store) -> None:  # noqa: C901 - one flat li
     def list_users(_admin: AdminUser) -> list[dict[str, Any]]:
         with store.read() as s:
             users = s.scalars(select(User).order_by(User.id)).all()
-            return [{"name": u.name, "role": u.role, "created_at": u.created_at.isoformat() + "Z"} for u in users]
+            return [
+                {"name": u.name, "role": u.role, "created_at": u.created_at.isoformat() + "Z"} for u in users
+            ]
 
     # -- campaigns ---------------------------------------------------------------------------
     @app.post("/api/campaigns", tags=["admin"])
@@ -439,10 +451,14 @@ def campaign_stats(s: Session, cid: int) -> dict[str, int]:
 
     return {
         "n_items": count(select(func.count()).select_from(Item).where(Item.campaign_id == cid)),
-        "n_annotators": count(select(func.count()).select_from(CampaignAnnotator).where(CampaignAnnotator.campaign_id == cid)),
+        "n_annotators": count(
+            select(func.count()).select_from(CampaignAnnotator).where(CampaignAnnotator.campaign_id == cid)
+        ),
         "n_tasks": count(select(func.count()).select_from(Assignment).where(Assignment.campaign_id == cid)),
         "n_judgments": count(
-            select(func.count()).select_from(Judgment).where(Judgment.campaign_id == cid, Judgment.undone.is_(False))
+            select(func.count())
+            .select_from(Judgment)
+            .where(Judgment.campaign_id == cid, Judgment.undone.is_(False))
         ),
     }
 
@@ -454,9 +470,14 @@ def campaign_stats(s: Session, cid: int) -> dict[str, int]:
 def new_campaign(s: Session, spec: CampaignIn) -> Campaign:
     """Insert a campaign as `spec` describes (flushed, so it has its id)."""
     c = Campaign(
-        name=spec.name, feedback_types=list(spec.feedback_types), overlap=spec.overlap,
-        anonymous=spec.anonymous, rating_lo=spec.rating_scale[0], rating_hi=spec.rating_scale[1],
-        instructions=spec.instructions, created_at=utcnow(),
+        name=spec.name,
+        feedback_types=list(spec.feedback_types),
+        overlap=spec.overlap,
+        anonymous=spec.anonymous,
+        rating_lo=spec.rating_scale[0],
+        rating_hi=spec.rating_scale[1],
+        instructions=spec.instructions,
+        created_at=utcnow(),
     )
     s.add(c)
     s.flush()
@@ -489,15 +510,24 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
         s.add(item)
         s.flush()
         for pos, r in enumerate(data["responses"]):
-            s.add(ResponseRow(item_id=item.id, position=pos, text=r["text"], model=r.get("model"),
-                              checkpoint=r.get("checkpoint")))
+            s.add(
+                ResponseRow(
+                    item_id=item.id,
+                    position=pos,
+                    text=r["text"],
+                    model=r.get("model"),
+                    checkpoint=r.get("checkpoint"),
+                )
+            )
         ids.append(item.id)
     s.flush()
     return ids
 
 
 def find_by_key(s: Session, user_id: int, key: str) -> Judgment | None:
-    return s.scalars(select(Judgment).where(Judgment.user_id == user_id, Judgment.idempotency_key == key)).first()
+    return s.scalars(
+        select(Judgment).where(Judgment.user_id == user_id, Judgment.idempotency_key == key)
+    ).first()
 
 
 def revealed_models(item: ItemView) -> dict[str, str | None]:
@@ -506,8 +536,14 @@ def revealed_models(item: ItemView) -> dict[str, str | None]:
 
 def duplicate_answer(s: Session, j: Judgment, task_id: int) -> dict[str, Any]:
     if j.assignment_id != task_id:
-        raise HTTPException(409, f"idempotency_key already used for another submission (task {j.assignment_id})")
-    return {"judgment_id": j.id, "duplicate": True, "revealed_models": revealed_models(load_item(s, j.item_id))}
+        raise HTTPException(
+            409, f"idempotency_key already used for another submission (task {j.assignment_id})"
+        )
+    return {
+        "judgment_id": j.id,
+        "duplicate": True,
+        "revealed_models": revealed_models(load_item(s, j.item_id)),
+    }
 
 
 def submit_judgment(store: Store, task_id: int, body: SubmitIn, user: Principal) -> dict[str, Any]:
@@ -526,8 +562,14 @@ def submit_judgment(store: Store, task_id: int, body: SubmitIn, user: Principal)
         if problem:
             raise HTTPException(422, problem)
         j = Judgment(
-            assignment_id=a.id, campaign_id=c.id, item_id=item.id, user_id=user.id,
-            idempotency_key=body.idempotency_key, payload=body.feedback(), undone=False, created_at=utcnow(),
+            assignment_id=a.id,
+            campaign_id=c.id,
+            item_id=item.id,
+            user_id=user.id,
+            idempotency_key=body.idempotency_key,
+            payload=body.feedback(),
+            undone=False,
+            created_at=utcnow(),
         )
         s.add(j)
         a.status, a.updated_at = "done", utcnow()

@@ -157,7 +157,9 @@ def _item_from_row(row: Any) -> dict[str, Any]:
     if "responses" not in row and "chosen" in row and "rejected" in row:
         row = {"prompt": row.get("prompt"), "responses": [row["chosen"], row["rejected"]]}
     if "responses" not in row:
-        raise ItemsError("field 'responses': missing (generate them with `prefloop generate --num-responses K`)")
+        raise ItemsError(
+            "field 'responses': missing (generate them with `prefloop generate --num-responses K`)"
+        )
     responses = row["responses"]
     if not isinstance(responses, list):
         raise ItemsError("field 'responses': expected a list")
@@ -278,8 +280,14 @@ def serve(cfg: ServeConfig) -> None:
     if cfg.workers > 1:
         # Each worker process builds its own app (and connection pool) from the environment.
         os.environ[DB_ENV] = cfg.db
-        uvicorn.run("prefloop.feedback.cli:app_from_env", factory=True, host=cfg.host, port=cfg.port,
-                    log_level=cfg.log_level, workers=cfg.workers)
+        uvicorn.run(
+            "prefloop.feedback.cli:app_from_env",
+            factory=True,
+            host=cfg.host,
+            port=cfg.port,
+            log_level=cfg.log_level,
+            workers=cfg.workers,
+        )
         return
     app = create_app(cfg.db, migrate=False)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
@@ -325,8 +333,14 @@ def create(cfg: CreateConfig) -> int:
     if not cfg.items:
         raise SystemExit("error: --items FILE [FILE ...] is required")
     try:
-        spec = CampaignIn(name=cfg.name, feedback_types=cfg.feedback_types, overlap=cfg.overlap,
-                          anonymous=cfg.anonymous, rating_scale=cfg.rating_scale, instructions=cfg.instructions)
+        spec = CampaignIn(
+            name=cfg.name,
+            feedback_types=cfg.feedback_types,
+            overlap=cfg.overlap,
+            anonymous=cfg.anonymous,
+            rating_scale=cfg.rating_scale,
+            instructions=cfg.instructions,
+        )
         items = read_item_files(cfg.items)
     except (ValidationError, ItemsError) as exc:
         raise SystemExit(f"error: {exc}") from None
@@ -421,8 +435,10 @@ def list_cmd(cfg: ListConfig) -> None:
     with store.read() as s:
         for c in s.scalars(select(Campaign).order_by(Campaign.id)):
             stats = campaign_stats(s, c.id)
-            print(f"{c.id}\t{c.name}\titems={stats['n_items']}\tannotators={stats['n_annotators']}\t"
-                  f"tasks={stats['n_tasks']}\tjudgments={stats['n_judgments']}\ttypes={','.join(c.feedback_types)}")
+            print(
+                f"{c.id}\t{c.name}\titems={stats['n_items']}\tannotators={stats['n_annotators']}\t"
+                f"tasks={stats['n_tasks']}\tjudgments={stats['n_judgments']}\ttypes={','.join(c.feedback_types)}"
+            )
     store.dispose()
 
 

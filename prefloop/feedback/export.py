@@ -166,18 +166,39 @@ def raw_pairwise(j: dict[str, Any]) -> list[PreferencePair]:
             return []  # tie / both_bad: no preference to learn from
         chosen, rejected = (pw["a"], pw["b"]) if pw["choice"] == "a" else (pw["b"], pw["a"])
         strength = pw.get("strength")
-        return [_pair(j, texts, chosen, rejected, MARGINS.get(strength) if strength else None, strength, "pairwise")]
+        return [
+            _pair(
+                j, texts, chosen, rejected, MARGINS.get(strength) if strength else None, strength, "pairwise"
+            )
+        ]
     if payload.get("ranking"):
-        return [_pair(j, texts, hi, lo, None, None, "ranking") for hi, lo in ranking_pairs(payload["ranking"])]
+        return [
+            _pair(j, texts, hi, lo, None, None, "ranking") for hi, lo in ranking_pairs(payload["ranking"])
+        ]
     return []
 
 
-def _pair(j: dict[str, Any], texts: dict, chosen: int, rejected: int, margin: float | None,
-          strength: str | None, source: str) -> PreferencePair:
+def _pair(
+    j: dict[str, Any],
+    texts: dict,
+    chosen: int,
+    rejected: int,
+    margin: float | None,
+    strength: str | None,
+    source: str,
+) -> PreferencePair:
     return PreferencePair(
-        prompt=j["prompt"], chosen=texts[chosen]["text"], rejected=texts[rejected]["text"], margin=margin,
-        meta=_meta(j, chosen_model=texts[chosen]["model"], rejected_model=texts[rejected]["model"],
-                   strength=strength, source=source),
+        prompt=j["prompt"],
+        chosen=texts[chosen]["text"],
+        rejected=texts[rejected]["text"],
+        margin=margin,
+        meta=_meta(
+            j,
+            chosen_model=texts[chosen]["model"],
+            rejected_model=texts[rejected]["model"],
+            strength=strength,
+            source=source,
+        ),
     )
 
 
@@ -186,18 +207,26 @@ def raw_ranked(j: dict[str, Any]) -> list[RankedResponses]:
     if not groups:
         return []
     ids = [r["id"] for r in j["responses"]]
-    return [RankedResponses(
-        prompt=j["prompt"], responses=[r["text"] for r in j["responses"]], ranks=ranks_of(groups, ids),
-        meta=_meta(j, models=[r["model"] for r in j["responses"]]),
-    )]
+    return [
+        RankedResponses(
+            prompt=j["prompt"],
+            responses=[r["text"] for r in j["responses"]],
+            ranks=ranks_of(groups, ids),
+            meta=_meta(j, models=[r["model"] for r in j["responses"]]),
+        )
+    ]
 
 
 def raw_binary(j: dict[str, Any]) -> list[BinaryFeedback]:
     texts = _texts(j)
     thumbs = _int_keys(j["payload"].get("thumbs") or {})
     return [
-        BinaryFeedback(prompt=j["prompt"], completion=texts[rid]["text"], desirable=bool(up),
-                       meta=_meta(j, model=texts[rid]["model"]))
+        BinaryFeedback(
+            prompt=j["prompt"],
+            completion=texts[rid]["text"],
+            desirable=bool(up),
+            meta=_meta(j, model=texts[rid]["model"]),
+        )
         for rid, up in sorted(thumbs.items())
     ]
 
@@ -206,8 +235,12 @@ def raw_rating(j: dict[str, Any]) -> list[Rating]:
     texts = _texts(j)
     ratings = _int_keys(j["payload"].get("ratings") or {})
     return [
-        Rating(prompt=j["prompt"], response=texts[rid]["text"], score=float(score),
-               meta=_meta(j, model=texts[rid]["model"]))
+        Rating(
+            prompt=j["prompt"],
+            response=texts[rid]["text"],
+            score=float(score),
+            meta=_meta(j, model=texts[rid]["model"]),
+        )
         for rid, score in sorted(ratings.items())
     ]
 
@@ -217,12 +250,22 @@ def raw_demonstration(j: dict[str, Any]) -> list[Demonstration]:
     if not edit:
         return []
     source = _texts(j)[edit["response_id"]]
-    return [Demonstration(prompt=j["prompt"], response=edit["text"],
-                          meta=_meta(j, edited_from=source["text"], model=source["model"]))]
+    return [
+        Demonstration(
+            prompt=j["prompt"],
+            response=edit["text"],
+            meta=_meta(j, edited_from=source["text"], model=source["model"]),
+        )
+    ]
 
 
-RAW = {"pairwise": raw_pairwise, "ranked": raw_ranked, "binary": raw_binary, "rating": raw_rating,
-       "demonstration": raw_demonstration}
+RAW = {
+    "pairwise": raw_pairwise,
+    "ranked": raw_ranked,
+    "binary": raw_binary,
+    "rating": raw_rating,
+    "demonstration": raw_demonstration,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,11 +297,14 @@ def consensus_ranked(item_judgments: list[dict[str, Any]]) -> list[RankedRespons
     shown = [r for r in first["responses"] if r["id"] in ranked]
     if len(shown) < 2:
         return []  # no ranking information for this item (e.g. only thumbs or ratings)
-    return [RankedResponses(
-        prompt=first["prompt"], responses=[r["text"] for r in shown],
-        ranks=_dense(ranks_of(groups, [r["id"] for r in shown])),
-        meta=_item_meta(item_judgments, models=[r["model"] for r in shown]),
-    )]
+    return [
+        RankedResponses(
+            prompt=first["prompt"],
+            responses=[r["text"] for r in shown],
+            ranks=_dense(ranks_of(groups, [r["id"] for r in shown])),
+            meta=_item_meta(item_judgments, models=[r["model"] for r in shown]),
+        )
+    ]
 
 
 def _dense(ranks: list[int]) -> list[int]:
@@ -273,8 +319,12 @@ def consensus_pairwise(item_judgments: list[dict[str, Any]]) -> list[PreferenceP
     texts = _texts(first)
     return [
         PreferencePair(
-            prompt=first["prompt"], chosen=texts[hi]["text"], rejected=texts[lo]["text"],
-            meta=_item_meta(item_judgments, chosen_model=texts[hi]["model"], rejected_model=texts[lo]["model"]),
+            prompt=first["prompt"],
+            chosen=texts[hi]["text"],
+            rejected=texts[lo]["text"],
+            meta=_item_meta(
+                item_judgments, chosen_model=texts[hi]["model"], rejected_model=texts[lo]["model"]
+            ),
         )
         for hi, lo in ranking_pairs(groups)
         if hi in texts and lo in texts
@@ -293,8 +343,14 @@ def consensus_binary(item_judgments: list[dict[str, Any]]) -> list[BinaryFeedbac
         ups, n = sum(votes[rid]), len(votes[rid])
         if 2 * ups == n:
             continue  # an exact split is no consensus
-        out.append(BinaryFeedback(prompt=first["prompt"], completion=texts[rid]["text"], desirable=2 * ups > n,
-                                  meta=_item_meta(item_judgments, model=texts[rid]["model"], votes_up=ups, votes=n)))
+        out.append(
+            BinaryFeedback(
+                prompt=first["prompt"],
+                completion=texts[rid]["text"],
+                desirable=2 * ups > n,
+                meta=_item_meta(item_judgments, model=texts[rid]["model"], votes_up=ups, votes=n),
+            )
+        )
     return out
 
 
@@ -306,11 +362,19 @@ def consensus_rating(item_judgments: list[dict[str, Any]]) -> list[Rating]:
     first = item_judgments[0]
     texts = _texts(first)
     return [
-        Rating(prompt=first["prompt"], response=texts[rid]["text"], score=sum(s) / len(s),
-               meta=_item_meta(item_judgments, model=texts[rid]["model"], n_ratings=len(s)))
+        Rating(
+            prompt=first["prompt"],
+            response=texts[rid]["text"],
+            score=sum(s) / len(s),
+            meta=_item_meta(item_judgments, model=texts[rid]["model"], n_ratings=len(s)),
+        )
         for rid, s in sorted(scores.items())
     ]
 
 
-CONSENSUS = {"pairwise": consensus_pairwise, "ranked": consensus_ranked, "binary": consensus_binary,
-             "rating": consensus_rating}
+CONSENSUS = {
+    "pairwise": consensus_pairwise,
+    "ranked": consensus_ranked,
+    "binary": consensus_binary,
+    "rating": consensus_rating,
+}

@@ -97,7 +97,11 @@ def pair_outcomes(judgment: Judgment) -> dict[PairKey, str]:
         for i, x in enumerate(ids):
             for y in ids[i + 1 :]:
                 key, swapped = _pair(x, y)
-                raw = "tie" if position[x] == position[y] else ("first" if position[x] < position[y] else "second")
+                raw = (
+                    "tie"
+                    if position[x] == position[y]
+                    else ("first" if position[x] < position[y] else "second")
+                )
                 out[key] = _flip(raw, swapped)
     pw = payload.get("pairwise")
     if pw:
@@ -298,8 +302,18 @@ def leaderboard_png(board: dict[str, Any]) -> bytes:
     if rows:
         score = np.array([r["score"] for r in rows])
         err = np.array([[r["score"] - r["ci_low"] for r in rows], [r["ci_high"] - r["score"] for r in rows]])
-        ax.errorbar(score, y, xerr=np.clip(err, 0, None), fmt="o", color="#3355cc", capsize=4, label="Bradley–Terry (95% CI)")
-        ax.scatter([elo_of.get(r["model"], np.nan) for r in rows], y, marker="x", color="#cc5533", label="Elo")
+        ax.errorbar(
+            score,
+            y,
+            xerr=np.clip(err, 0, None),
+            fmt="o",
+            color="#3355cc",
+            capsize=4,
+            label="Bradley–Terry (95% CI)",
+        )
+        ax.scatter(
+            [elo_of.get(r["model"], np.nan) for r in rows], y, marker="x", color="#cc5533", label="Elo"
+        )
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(y, [str(r["model"]) for r in rows])
     ax.set_xlabel("rating (Elo scale)")
@@ -334,14 +348,20 @@ def report_text(report: dict[str, Any]) -> str:
     ]
     for a in q["annotators"]:
         lines.append(
-            f"{str(a['name']):<16}{a['n']:>5}{_fmt(a['gold_accuracy'], 2):>10}"
+            f"{a['name']!s:<16}{a['n']:>5}{_fmt(a['gold_accuracy'], 2):>10}"
             f"{_fmt(a['kendall_tau_vs_consensus'], 2):>8}{_fmt(a['pair_agreement'], 2):>8}  {a['reason'] or ''}"
         )
-    lines += ["", f"leaderboard ({board['n_comparisons']} comparisons)", f"{'model':<24}{'BT':>8}{'95% CI':>18}{'Elo':>8}"]
+    lines += [
+        "",
+        f"leaderboard ({board['n_comparisons']} comparisons)",
+        f"{'model':<24}{'BT':>8}{'95% CI':>18}{'Elo':>8}",
+    ]
     elo_of = {e["model"]: e["rating"] for e in board["elo"]}
     for r in board["bradley_terry"]:
         ci = f"[{r['ci_low']:.0f}, {r['ci_high']:.0f}]"
-        lines.append(f"{str(r['model']):<24}{r['score']:>8.0f}{ci:>18}{elo_of.get(r['model'], float('nan')):>8.0f}")
+        lines.append(
+            f"{r['model']!s:<24}{r['score']:>8.0f}{ci:>18}{elo_of.get(r['model'], float('nan')):>8.0f}"
+        )
     return "\n".join(lines)
 
 

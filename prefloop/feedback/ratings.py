@@ -44,7 +44,9 @@ def outcome_score(outcome: object) -> float:
     if isinstance(outcome, str):
         table = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
         if outcome not in table:
-            raise ValueError(f"comparison outcome must be 'a', 'b', 'tie' or a number in [0, 1], got {outcome!r}")
+            raise ValueError(
+                f"comparison outcome must be 'a', 'b', 'tie' or a number in [0, 1], got {outcome!r}"
+            )
         return table[outcome]
     score = float(outcome)  # type: ignore[arg-type]
     if not 0.0 <= score <= 1.0:
@@ -52,9 +54,7 @@ def outcome_score(outcome: object) -> float:
     return score
 
 
-def elo(
-    comparisons: Iterable[Comparison], k: float = 32.0, initial: float = 1000.0
-) -> dict[Hashable, float]:
+def elo(comparisons: Iterable[Comparison], k: float = 32.0, initial: float = 1000.0) -> dict[Hashable, float]:
     """Online Elo ratings after playing `comparisons` (model_a, model_b, outcome) in order."""
     ratings: dict[Hashable, float] = {}
     for a, b, outcome in comparisons:
@@ -68,7 +68,9 @@ def elo(
     return ratings
 
 
-def _encode(comparisons: Sequence[Comparison], models: list[Hashable]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _encode(
+    comparisons: Sequence[Comparison], models: list[Hashable]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays (a [N], b [N]) and first-model scores s [N] of the comparisons."""
     index = {m: i for i, m in enumerate(models)}
     a = np.array([index[c[0]] for c in comparisons], dtype=np.int64)
@@ -84,7 +86,9 @@ def win_matrix(
     return _win_matrix(*_encode(comparisons, models), len(models), weights)
 
 
-def _win_matrix(a: np.ndarray, b: np.ndarray, s: np.ndarray, m: int, weights: np.ndarray | None) -> np.ndarray:
+def _win_matrix(
+    a: np.ndarray, b: np.ndarray, s: np.ndarray, m: int, weights: np.ndarray | None
+) -> np.ndarray:
     weights = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=float)
     # bincount over flattened (row, col) cells: much faster than np.add.at for many comparisons
     w = np.bincount(a * m + b, weights=weights * s, minlength=m * m)
@@ -98,7 +102,9 @@ def _objective(theta: np.ndarray, w: np.ndarray, ridge: float) -> float:
     return float(-(w * log_expit(diff)).sum() + 0.5 * ridge * theta @ theta)
 
 
-def fit_bradley_terry(w: np.ndarray, ridge: float = 1e-3, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
+def fit_bradley_terry(
+    w: np.ndarray, ridge: float = 1e-3, tol: float = 1e-10, max_iter: int = 100
+) -> np.ndarray:
     """Mean-centred log-strengths theta [M] maximising the ridge-penalised BT likelihood of W.
 
     Damped Newton: the objective is convex with gradient/Hessian

@@ -8,9 +8,18 @@ every response exactly once, is a rating inside the campaign's scale - live in
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 FeedbackType = Literal["pairwise", "ranking", "rating", "binary", "critique", "edit"]
 Strength = Literal["significantly_better", "better", "slightly_better", "negligibly_better"]
@@ -81,7 +90,7 @@ class ResponseIn(_Strict):
 
 
 class ItemIn(_Strict):
-    prompt: Union[str, list[Message]]
+    prompt: str | list[Message]
     responses: list[ResponseIn] = Field(min_length=1, max_length=64)
     gold: dict[str, Any] | None = None
 
@@ -100,7 +109,7 @@ class ItemsIn(_Strict):
 
 # Response ids and values are strict (no "3" for 3, no true for 1); dict keys are parsed from
 # JSON's string keys.
-Score = Union[StrictInt, StrictFloat]
+Score = StrictInt | StrictFloat
 
 
 class Pairwise(_Strict):
@@ -183,9 +192,8 @@ def validate_submission(
         bad = sorted({v for v in values if v not in ids})
         return f"{field}: unknown response id(s) {bad} for this item (ids: {sorted(ids)})" if bad else None
 
-    if body.pairwise is not None:
-        if problem := unknown("pairwise", [body.pairwise.a, body.pairwise.b]):
-            return problem
+    if body.pairwise is not None and (problem := unknown("pairwise", [body.pairwise.a, body.pairwise.b])):
+        return problem
     if body.ranking is not None:
         flat = [r for group in body.ranking for r in group]
         if any(not group for group in body.ranking):
@@ -197,7 +205,9 @@ def validate_submission(
             return f"ranking: response id(s) {dup} appear more than once"
         missing = sorted(ids - set(flat))
         if missing:
-            return f"ranking: missing response id(s) {missing}; a ranking must place every response exactly once"
+            return (
+                f"ranking: missing response id(s) {missing}; a ranking must place every response exactly once"
+            )
     if body.ratings is not None:
         if not body.ratings:
             return "ratings: empty; give {response_id: score}"
@@ -206,7 +216,9 @@ def validate_submission(
         lo, hi = scale
         for rid, score in body.ratings.items():
             if not lo <= score <= hi or score != score:
-                return f"ratings: score {score} for response {rid} is outside the rating scale [{lo:g}, {hi:g}]"
+                return (
+                    f"ratings: score {score} for response {rid} is outside the rating scale [{lo:g}, {hi:g}]"
+                )
     if body.thumbs is not None:
         if not body.thumbs:
             return "thumbs: empty; give {response_id: true|false}"

@@ -81,7 +81,9 @@ class User(Base):
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     user: Mapped[User] = relationship()
@@ -110,9 +112,13 @@ class CampaignAnnotator(Base):
 class Item(Base):
     __tablename__ = "items"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     prompt: Mapped[Any] = mapped_column(JSON, nullable=False)  # str or list of chat messages
-    gold: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)  # known answer (calibration)
+    gold: Mapped[dict | None] = mapped_column(
+        JSON(none_as_null=True), nullable=True
+    )  # known answer (calibration)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     responses: Mapped[list[Response]] = relationship(order_by="Response.position", back_populates="item")
 
@@ -120,7 +126,9 @@ class Item(Base):
 class Response(Base):
     __tablename__ = "responses"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False, index=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
     model: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -152,7 +160,9 @@ class Judgment(Base):
         Index("ix_judgments_campaign_user", "campaign_id", "user_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id", ondelete="CASCADE"), nullable=False)
+    assignment_id: Mapped[int] = mapped_column(
+        ForeignKey("assignments.id", ondelete="CASCADE"), nullable=False
+    )
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
@@ -170,7 +180,7 @@ def normalize_url(db_url: str) -> str:
     """`postgresql://` and `postgres://` mean psycopg 3 (the driver we ship), not psycopg2."""
     for prefix in ("postgresql://", "postgres://"):
         if db_url.startswith(prefix):
-            return "postgresql+psycopg://" + db_url[len(prefix):]
+            return "postgresql+psycopg://" + db_url[len(prefix) :]
     return db_url
 
 
@@ -192,7 +202,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # Writers take the write lock up front: a deferred transaction that read first and writes
     # later fails with SQLITE_BUSY_SNAPSHOT under WAL when another writer got in between.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+    conn.exec_driver_sql(
+        "BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN"
+    )
 
 
 def make_engine(db_url: str, **kwargs: Any) -> Engine:
@@ -321,7 +333,9 @@ def campaign_judgments(session: Session, cid: int) -> list[dict[str, Any]]:
     item_ids = sorted({j.item_id for j, _ in rows})
     items: dict[int, Item] = {}
     if item_ids:
-        for item in session.scalars(select(Item).options(selectinload(Item.responses)).where(Item.id.in_(item_ids))):
+        for item in session.scalars(
+            select(Item).options(selectinload(Item.responses)).where(Item.id.in_(item_ids))
+        ):
             items[item.id] = item
     out = []
     for judgment, annotator in rows:

@@ -30,7 +30,8 @@ gold scores differ; `expected_agreement` is its model value, mean over those pai
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -102,8 +103,9 @@ class SimulatedAnnotator:
         p = self.prob_prefers(g_a, g_b)
         a_wins = bool(self.rng.random() < p)
         chosen, rejected = (a, b) if a_wins else (b, a)
-        return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected,
-                              meta={"p_chosen": p if a_wins else 1.0 - p})
+        return PreferencePair(
+            prompt=prompt, chosen=chosen, rejected=rejected, meta={"p_chosen": p if a_wins else 1.0 - p}
+        )
 
     def rank(self, prompt: PromptText, responses: Sequence[str]) -> list[int]:
         if not responses:
@@ -121,8 +123,9 @@ class SimulatedAnnotator:
 
     # ------------------------------------------------------------ batches
 
-    def rank_all(self, prompts: Sequence[PromptText],
-                 responses: Sequence[Sequence[str]]) -> list[RankedResponses]:
+    def rank_all(
+        self, prompts: Sequence[PromptText], responses: Sequence[Sequence[str]]
+    ) -> list[RankedResponses]:
         """Rank each prompt's responses; the gold scores go into meta["gold"] for auditing.
 
         The gold judge is called once over all responses (batched), then each prompt's
@@ -137,14 +140,22 @@ class SimulatedAnnotator:
         for prompt, rs in zip(prompts, responses):
             gold = [float(g) for g in flat_gold[start : start + len(rs)]]
             start += len(rs)
-            out.append(RankedResponses(prompt=prompt, responses=list(rs),
-                                       ranks=self.rank_scores(gold), meta={"gold": gold}))
+            out.append(
+                RankedResponses(
+                    prompt=prompt, responses=list(rs), ranks=self.rank_scores(gold), meta={"gold": gold}
+                )
+            )
         return out
 
     def expected_agreement(self, gold_lists: Sequence[Sequence[float]]) -> float:
         """Model agreement with the gold order: mean σ(|Δg|/τ) over pairs with Δg ≠ 0."""
-        probs = [self.prob_prefers(abs(a - b), 0.0) for g in gold_lists
-                 for i, a in enumerate(g) for b in g[i + 1 :] if a != b]
+        probs = [
+            self.prob_prefers(abs(a - b), 0.0)
+            for g in gold_lists
+            for i, a in enumerate(g)
+            for b in g[i + 1 :]
+            if a != b
+        ]
         return float(np.mean(probs)) if probs else float("nan")
 
 

@@ -75,8 +75,13 @@ def run(cfg: GenerateConfig) -> Path:
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
     generator = HFGenerator(
-        model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        top_p=cfg.top_p, batch_size=cfg.batch_size, max_prompt_length=cfg.max_prompt_length,
+        model,
+        tokenizer,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        batch_size=cfg.batch_size,
+        max_prompt_length=cfg.max_prompt_length,
     )
     started = time.perf_counter()
     completions = generator.generate(prompts, num_responses=cfg.num_responses, seed=cfg.seed)

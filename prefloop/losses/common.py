@@ -36,17 +36,17 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "masked_sum",
-    "masked_mean",
-    "masked_var",
-    "whiten",
-    "token_logps",
-    "sequence_logps",
-    "kl_estimate",
     "KL_ESTIMATORS",
-    "plackett_luce_nll",
-    "pairwise_logistic_nll",
     "default_ranks",
+    "kl_estimate",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "pairwise_logistic_nll",
+    "plackett_luce_nll",
+    "sequence_logps",
+    "token_logps",
+    "whiten",
 ]
 
 
@@ -73,7 +73,9 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] |
     return prod.sum() if dim is None else prod.sum(dim=dim)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+def masked_mean(
+    x: torch.Tensor, mask: torch.Tensor, dim: int | tuple[int, ...] | None = None
+) -> torch.Tensor:
     """Σ x·mask / Σ mask over ``dim``; 0 where the mask is empty (instead of NaN)."""
     w = _as_weights(mask, x).expand_as(x)
     total = masked_sum(x, w, dim)

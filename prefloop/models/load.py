@@ -26,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -182,14 +183,18 @@ def load_reward_model(name: str | Path, dtype: torch.dtype = torch.float32):
     )
     fresh = [k for k in info.get("missing_keys", []) if _is_head_key(k)]
     if fresh:
-        logger.info("%s: new scalar reward head %s (random init; training sets it)", path, ", ".join(sorted(fresh)))
+        logger.info(
+            "%s: new scalar reward head %s (random init; training sets it)", path, ", ".join(sorted(fresh))
+        )
     if _head_bias_param(model) is None:
         _install_bias_hook(model)
     return model
 
 
 def _is_classifier(config) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+    return any(
+        a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or [])
+    )
 
 
 def _is_head_key(key: str) -> bool:

@@ -58,7 +58,9 @@ def _write_tiny(tmp: Path, kind: str) -> None:
 
     tok_dir = default_tokenizer_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    config = tiny_config(len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    config = tiny_config(
+        len(tokenizer), tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    )
     cls = LlamaForCausalLM if kind == "causal" else LlamaForSequenceClassification
     # Seeded initialisation without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):

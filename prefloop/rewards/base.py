@@ -6,7 +6,8 @@ loops, best-of-N and evaluation take any of them.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from prefloop.data.records import PromptText
 
@@ -15,5 +16,4 @@ from prefloop.data.records import PromptText
 class RewardFn(Protocol):
     """Scores completions: one float per (prompt, completion), higher is better."""
 
-    def __call__(self, prompts: Sequence[PromptText], completions: Sequence[str]) -> list[float]:
-        ...
+    def __call__(self, prompts: Sequence[PromptText], completions: Sequence[str]) -> list[float]: ...

@@ -23,7 +23,7 @@ preference is about the reply alone; the argument is there so a gold judge is a 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from prefloop.data.records import PromptText
 
@@ -37,8 +37,7 @@ class SentimentGold:
         empty_penalty: subtracted from a blank reply (whose compound sentiment is 0).
     """
 
-    def __init__(self, max_words: int | None = 60, overlong_penalty: float = 0.5,
-                 empty_penalty: float = 1.0):
+    def __init__(self, max_words: int | None = 60, overlong_penalty: float = 0.5, empty_penalty: float = 1.0):
         if max_words is not None and max_words < 1:
             raise ValueError(f"max_words must be positive or None, got {max_words}")
         self.max_words = max_words
@@ -74,7 +73,9 @@ def _vader():
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:  # pragma: no cover - a declared dependency
-        raise ImportError("the gold judge needs the `vaderSentiment` package: pip install vaderSentiment") from None
+        raise ImportError(
+            "the gold judge needs the `vaderSentiment` package: pip install vaderSentiment"
+        ) from None
     return SentimentIntensityAnalyzer()
 
 

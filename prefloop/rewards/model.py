@@ -7,8 +7,8 @@ scores are on the scale the model learned, with mean 0 over its training respons
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -18,8 +18,14 @@ from prefloop.data.records import PromptText
 class RewardModelScorer:
     """A `RewardFn` backed by an AutoModelForSequenceClassification with one output."""
 
-    def __init__(self, path: str | Path, batch_size: int = 16, max_length: int = 512,
-                 max_prompt_length: int = 256, device: str = "auto"):
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int = 16,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        device: str = "auto",
+    ):
         from prefloop.models.load import load_reward_model, load_tokenizer, resolve_device
 
         self.device = resolve_device(device)
@@ -35,12 +41,16 @@ class RewardModelScorer:
 
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        seqs = [encode(self.tokenizer, p, c, self.max_length, self.max_prompt_length)
-                for p, c in zip(prompts, completions)]
+        seqs = [
+            encode(self.tokenizer, p, c, self.max_length, self.max_prompt_length)
+            for p, c in zip(prompts, completions)
+        ]
         scores: list[float] = []
         for i in range(0, len(seqs), self.batch_size):
             batch = pad_batch(seqs[i : i + self.batch_size], self.tokenizer.pad_token_id)
-            out = self.model(input_ids=batch["input_ids"].to(self.device),
-                             attention_mask=batch["attention_mask"].to(self.device))
+            out = self.model(
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
+            )
             scores.extend(out.logits[:, 0].float().tolist())
         return scores

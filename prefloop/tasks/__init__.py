@@ -31,7 +31,9 @@ def task_prompts(name: str = "positive_replies") -> list[str]:
     return prompts
 
 
-def split_prompts(prompts: list[str], num_train: int, num_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def split_prompts(
+    prompts: list[str], num_train: int, num_eval: int, seed: int = 0
+) -> tuple[list[str], list[str]]:
     """A seeded, disjoint (train, held-out) split: shuffle once, held-out first, then train.
 
     The held-out set depends only on the seed and `num_eval`, so runs with different
@@ -40,8 +42,9 @@ def split_prompts(prompts: list[str], num_train: int, num_eval: int, seed: int =
     if num_train < 1 or num_eval < 1:
         raise ValueError("num_train and num_eval must be at least 1")
     if num_train + num_eval > len(prompts):
-        raise ValueError(f"asked for {num_train} training + {num_eval} held-out prompts, "
-                         f"but the task has {len(prompts)}")
+        raise ValueError(
+            f"asked for {num_train} training + {num_eval} held-out prompts, but the task has {len(prompts)}"
+        )
     order = list(range(len(prompts)))
     random.Random(seed).shuffle(order)
     held_out = [prompts[i] for i in order[:num_eval]]

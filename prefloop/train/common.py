@@ -26,14 +26,15 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from prefloop.models.load import resolve_device, torch_dtype  # noqa: F401 - the loops use common.*
+from prefloop.models.load import resolve_device, torch_dtype
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -129,8 +130,10 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.max_steps == 0 or (cfg.max_steps < 0 and cfg.epochs < 1):
         problems.append("max_steps must be > 0, or -1 with epochs >= 1")
     if cfg.max_prompt_length >= cfg.max_length:
-        problems.append(f"max_prompt_length ({cfg.max_prompt_length}) must be smaller than max_length "
-                        f"({cfg.max_length}) so the response keeps at least one token")
+        problems.append(
+            f"max_prompt_length ({cfg.max_prompt_length}) must be smaller than max_length "
+            f"({cfg.max_length}) so the response keeps at least one token"
+        )
     if not 0.0 <= cfg.eval_fraction < 1.0:
         problems.append(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
     if cfg.learning_rate <= 0:
@@ -265,7 +268,9 @@ def weighted_metrics(parts: Sequence[tuple[dict[str, float], float]]) -> dict[st
     return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
-def ranked_table(flat: torch.Tensor, items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ranked_table(
+    flat: torch.Tensor, items: Sequence[dict]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-response values of ranked items, flat [Σ K_i] in item order -> (values [b, K_max] with 0
     at padding, mask [b, K_max], ranks [b, K_max]); each item has "seqs" (K_i of them) and "ranks"."""
     k_max = max(len(item["seqs"]) for item in items)
@@ -305,8 +310,14 @@ def prepare_trainable(model, cfg: TrainConfig, task_type: str):
         if cfg.lora:
             model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input
     if cfg.lora:
-        model = apply_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                           target_modules=cfg.lora_target_modules, task_type=task_type)
+        model = apply_lora(
+            model,
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            task_type=task_type,
+        )
     return model
 
 
@@ -329,8 +340,12 @@ def _head_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tens
 
 
 def response_logps(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
-    average: bool = False, chunk_tokens: int = 1024,
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    average: bool = False,
+    chunk_tokens: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log π(response | prompt) per sequence [B], response token counts [B]).
 
@@ -435,8 +450,11 @@ class MetricsLogger:
         if resume_step is None:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():  # drop lines logged after the checkpoint we resume from
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = None
         if tensorboard != "no":
@@ -493,7 +511,9 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, limit: int, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    output_dir: Path, step: int, model, optimizer, scheduler, limit: int, extra: dict | None = None
+) -> Path:
     """OUTPUT/checkpoints/step-N: trainable weights, optimizer, scheduler, RNG states, step."""
     from safetensors.torch import save_file
 
@@ -503,8 +523,16 @@ def save_checkpoint(output_dir: Path, step: int, model, optimizer, scheduler, li
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(trainable_state_dict(model), str(tmp / WEIGHTS_FILE))
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng_state(), "extra": extra or {}}, tmp / STATE_FILE)
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "extra": extra or {},
+        },
+        tmp / STATE_FILE,
+    )
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the final name
     if limit > 0:
@@ -517,7 +545,9 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     root = Path(output_dir) / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists()]
+    found = [
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists()
+    ]
     return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
 
 
@@ -529,7 +559,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:
-        raise TrainError(f"{path}: checkpoint has weights the model lacks (different model or LoRA setting?): {unknown[:3]}")
+        raise TrainError(
+            f"{path}: checkpoint has weights the model lacks (different model or LoRA setting?): {unknown[:3]}"
+        )
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
@@ -571,14 +603,26 @@ class Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        metrics = {"loss": metrics.pop("loss"), "step_time_s": time.perf_counter() - started,
-                   "tokens": int(tokens), "learning_rate": lr,
-                   "epoch": self.schedule.epoch_of(done), **metrics}
+        metrics = {
+            "loss": metrics.pop("loss"),
+            "step_time_s": time.perf_counter() - started,
+            "tokens": int(tokens),
+            "learning_rate": lr,
+            "epoch": self.schedule.epoch_of(done),
+            **metrics,
+        }
         if done % max(1, self.cfg.logging_steps) == 0 or done == self.total_steps:
             self.logger.log(done, metrics)
         if self.cfg.save_steps > 0 and done % self.cfg.save_steps == 0 and done < self.total_steps:
-            save_checkpoint(self.output_dir, done, self.model, self.optimizer, self.scheduler,
-                            self.cfg.save_total_limit, {"epoch": self.schedule.epoch_of(done)})
+            save_checkpoint(
+                self.output_dir,
+                done,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.cfg.save_total_limit,
+                {"epoch": self.schedule.epoch_of(done)},
+            )
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
@@ -612,7 +656,8 @@ def start_run(cfg: TrainConfig, output_dir: Path, model: torch.nn.Module, num_re
     schedule = StepSchedule(num_records, cfg.batch_size, cfg.grad_accum, cfg.seed, cfg.epochs, cfg.max_steps)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, schedule.total_steps))
+        optimizer, lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, schedule.total_steps)
+    )
     start = 0
     checkpoint = None
     if cfg.resume_from:
@@ -623,7 +668,10 @@ def start_run(cfg: TrainConfig, output_dir: Path, model: torch.nn.Module, num_re
         found = list_checkpoints(output_dir)
         checkpoint = found[-1] if found else None
         if checkpoint is None:
-            print(f"resume: no checkpoint in {output_dir / CHECKPOINT_DIR}; starting from step 0", file=sys.stderr)
+            print(
+                f"resume: no checkpoint in {output_dir / CHECKPOINT_DIR}; starting from step 0",
+                file=sys.stderr,
+            )
     if checkpoint is not None:
         start = int(load_checkpoint(checkpoint, model, optimizer, scheduler)["step"])
         print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)

@@ -112,8 +112,13 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks})
         else:  # kto: the completion, and a mismatched one (the next record's) for the KL baseline
             other = records[(i + 1) % len(records)].completion
-            items.append({"seqs": [enc(r.prompt, r.completion)], "desirable": bool(r.desirable),
-                          "kl_seq": enc(r.prompt, other)})
+            items.append(
+                {
+                    "seqs": [enc(r.prompt, r.completion)],
+                    "desirable": bool(r.desirable),
+                    "kl_seq": enc(r.prompt, other),
+                }
+            )
     return items
 
 
@@ -125,8 +130,13 @@ def seq_logps(model, seqs, pad_id: int, cfg: PreferenceConfig, device) -> torch.
     from prefloop.data.tokenize import pad_batch
 
     batch = common.to_device(pad_batch(seqs, pad_id), device)
-    logps, _ = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                     average=cfg.logp_average == "mean")
+    logps, _ = common.response_logps(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
+        average=cfg.logp_average == "mean",
+    )
     return logps
 
 
@@ -203,8 +213,15 @@ def preference_loss(cfg: PreferenceConfig, items, policy: torch.Tensor, ref: tor
         return loss, metrics
     if cfg.loss == "kto":
         desirable = torch.tensor([item["desirable"] for item in items], device=policy.device)
-        loss, metrics = fn(policy, ref, desirable, kl_baseline, beta=cfg.beta,
-                           desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+        loss, metrics = fn(
+            policy,
+            ref,
+            desirable,
+            kl_baseline,
+            beta=cfg.beta,
+            desirable_weight=cfg.desirable_weight,
+            undesirable_weight=cfg.undesirable_weight,
+        )
         metrics["logps"] = policy.mean().item()
         return loss, metrics
     pol, mask, ranks = common.ranked_table(policy, items)
@@ -223,7 +240,9 @@ def loss_weight(cfg: PreferenceConfig, items) -> int:
     return len(items)
 
 
-def split_ref(cfg: PreferenceConfig, items, ref_flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def split_ref(
+    cfg: PreferenceConfig, items, ref_flat: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flat `all_seqs` reference values -> (responses' values, KTO mismatched values or None)."""
     if cfg.loss != "kto":
         return ref_flat, None
@@ -252,7 +271,9 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
         ref_all, ref_kl = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
         z0 = None
         if cfg.loss == "kto":
-            z0 = (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
+            z0 = (
+                (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
+            )
         policy = seq_logps(model, [s for it in chunk for s in it["seqs"]], pad_id, cfg, device)
         loss, metrics = preference_loss(cfg, chunk, policy, ref_all, z0)
         parts.append(({"loss": loss.item(), **metrics}, loss_weight(cfg, chunk)))

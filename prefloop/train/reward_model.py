@@ -94,8 +94,13 @@ def tokenize(records, tokenizer, cfg: RewardConfig) -> list[dict]:
     items = []
     for r in records:
         if isinstance(r, PreferencePair):
-            items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)], "ranks": [0, 1],
-                          "margin": r.margin})
+            items.append(
+                {
+                    "seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)],
+                    "ranks": [0, 1],
+                    "margin": r.margin,
+                }
+            )
         else:
             ranks = [r.rank_of(i) for i in range(len(r.responses))]
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks, "margin": None})
@@ -164,8 +169,11 @@ def evaluate(model, items, pad_id: int, cfg: RewardConfig, device) -> dict[str, 
                         pairs += 1
                         correct += int(r[a] > r[b])
     model.train()
-    return {"eval/accuracy": correct / max(pairs, 1), "eval/loss": loss_sum / max(weight_sum, 1),
-            "eval/num_pairs": pairs}
+    return {
+        "eval/accuracy": correct / max(pairs, 1),
+        "eval/loss": loss_sum / max(weight_sum, 1),
+        "eval/num_pairs": pairs,
+    }
 
 
 @torch.no_grad()

@@ -69,7 +69,9 @@ def evaluate(model, seqs, pad_id: int, cfg: SFTConfig, device) -> dict[str, floa
     total, count = 0.0, 0
     for i in range(0, len(seqs), cfg.batch_size):
         batch = common.to_device(pad_batch(seqs[i : i + cfg.batch_size], pad_id), device)
-        sums, counts = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        sums, counts = common.response_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        )
         total -= sums.sum().item()
         count += int(counts.sum())
     model.train()
@@ -99,7 +101,9 @@ def train(cfg: SFTConfig, records=None) -> Path:
         loss_total, tokens = 0.0, 0
         for batch in batches:
             batch = common.to_device(batch, device)
-            sums, _ = common.response_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            sums, _ = common.response_logps(
+                model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+            )
             loss = -sums.sum() / max(step_tokens, 1)
             loss.backward()
             loss_total += loss.item()

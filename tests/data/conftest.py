@@ -11,10 +11,43 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-WORDS = (
-    "system user assistant hello hi how are you i am fine thanks the sky is blue green red "
-    "what color tell me a story once upon time there was cat dog good bad yes no"
-).split()
+WORDS = [
+    "system",
+    "user",
+    "assistant",
+    "hello",
+    "hi",
+    "how",
+    "are",
+    "you",
+    "i",
+    "am",
+    "fine",
+    "thanks",
+    "the",
+    "sky",
+    "is",
+    "blue",
+    "green",
+    "red",
+    "what",
+    "color",
+    "tell",
+    "me",
+    "a",
+    "story",
+    "once",
+    "upon",
+    "time",
+    "there",
+    "was",
+    "cat",
+    "dog",
+    "good",
+    "bad",
+    "yes",
+    "no",
+]
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -30,7 +63,10 @@ def build_tokenizer(chat_template: str | None = CHATML_TEMPLATE):
     vocab = {tok: i for i, tok in enumerate(SPECIALS + ["\n"] + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex("\n"), behavior="isolated"), pre_tokenizers.Split(Regex(" +"), behavior="removed")]
+        [
+            pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(" +"), behavior="removed"),
+        ]
     )
     tok.decoder = decoders.WordPiece(prefix="##")
     fast = PreTrainedTokenizerFast(

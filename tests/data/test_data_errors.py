@@ -34,15 +34,26 @@ def assert_names(msg, *parts):
         ({"prompt": "p", "chosen": "same", "rejected": "same"}, "rejected", "identical to 'chosen'"),
         ({"prompt": "", "chosen": "a", "rejected": "b"}, "prompt", "empty prompt"),
         ({"prompt": "   ", "chosen": "a", "rejected": "b"}, "prompt", "empty prompt"),
-        ({"prompt": 5, "chosen": "a", "rejected": "b"}, "prompt", "expected a string or a list of chat messages"),
+        (
+            {"prompt": 5, "chosen": "a", "rejected": "b"},
+            "prompt",
+            "expected a string or a list of chat messages",
+        ),
         ({"prompt": "p", "chosen": "", "rejected": "b"}, "chosen", "empty"),
         ({"prompt": "p", "chosen": "a", "rejected": 3}, "rejected", "expected a string"),
         ({"prompt": "p", "chosen": "a", "rejected": "b", "margin": "big"}, "margin", "expected a number"),
         ({"prompt": "p", "chosen": "a", "rejected": "b", "meta": [1]}, "meta", "expected an object"),
-        ({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}, "prompt", "message 0: missing 'content'"),
         (
-            {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "user", "content": "a"}],
-             "rejected": [{"role": "assistant", "content": "b"}]},
+            {"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"},
+            "prompt",
+            "message 0: missing 'content'",
+        ),
+        (
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "user", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            },
             "chosen",
             "expected an assistant message",
         ),
@@ -62,10 +73,18 @@ RANKED = {"prompt": "p", "responses": ["a", "b"]}
     [
         ({"prompt": "p", "responses": []}, "responses", "empty ranking"),
         ({"prompt": "p", "responses": ["only"]}, "responses", "at least 2"),
-        ({"prompt": "p", "responses": ["a", "b", "c"], "ranks": [0, 1]}, "ranks", "has 2 entries but 'responses' has 3"),
+        (
+            {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [0, 1]},
+            "ranks",
+            "has 2 entries but 'responses' has 3",
+        ),
         ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, "1"]}, "ranks", "entry 1"),
         ({"prompt": "p", "responses": ["a", "b"], "ranks": [0, -1]}, "ranks", "entry 1"),
-        ({"prompt": "p", "responses": ["a", "a"], "ranks": [0, 1]}, "responses", "identical but ranked differently"),
+        (
+            {"prompt": "p", "responses": ["a", "a"], "ranks": [0, 1]},
+            "responses",
+            "identical but ranked differently",
+        ),
         ({"prompt": "p", "responses": ["a", ""]}, "responses[1]", "empty"),
         ({"prompt": "p", "responses": "a"}, "responses", "expected a list"),
         ({"prompt": "p"}, "responses", "missing"),  # a ranked file's line lacking the field
@@ -121,8 +140,11 @@ def test_nan_score(tmp_path):
     "bad, field, words",
     [
         ({"messages": [{"role": "user", "content": "hi"}]}, "messages", "needs a prompt message"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "messages",
-         "last message must be the assistant's"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+            "messages",
+            "last message must be the assistant's",
+        ),
         ({"messages": "hi"}, "messages", "list of chat messages"),
     ],
 )
@@ -144,8 +166,14 @@ def test_non_object_line(tmp_path):
 
 def test_unknown_format_lists_keys_and_formats(tmp_path):
     msg = read_bad_line(tmp_path, {"question": "q", "answer": "a"}, good={"question": "q", "answer": "a"})
-    assert_names(msg, "prefs.jsonl:1:", "unknown record format", "['answer', 'question']", "prompt+chosen+rejected",
-                 "messages")
+    assert_names(
+        msg,
+        "prefs.jsonl:1:",
+        "unknown record format",
+        "['answer', 'question']",
+        "prompt+chosen+rejected",
+        "messages",
+    )
 
 
 def test_mixed_kinds_name_the_first_differing_line(tmp_path):
@@ -184,7 +212,9 @@ def test_parquet_missing_value_is_missing_field(tmp_path):
 def test_dataset_dir_errors_name_the_row(tmp_path):
     import datasets
 
-    ds = datasets.Dataset.from_dict({"prompt": ["p", "q"], "completion": ["a", "b"], "label": ["true", "false"]})
+    ds = datasets.Dataset.from_dict(
+        {"prompt": ["p", "q"], "completion": ["a", "b"], "label": ["true", "false"]}
+    )
     ds.save_to_disk(str(tmp_path / "kto_ds"))
     with pytest.raises(DataError) as info:
         read_records(tmp_path / "kto_ds")

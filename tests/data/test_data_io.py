@@ -101,7 +101,9 @@ def test_jsonl_written_keys_are_the_documented_fields(tmp_path):
 
 
 def test_trl_standard_preference(tmp_path):
-    path = write_lines(tmp_path / "p.jsonl", [{"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}])
+    path = write_lines(
+        tmp_path / "p.jsonl", [{"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}]
+    )
     assert read_records(path) == [PreferencePair("The sky is", " blue.", " green.")]
 
 
@@ -133,19 +135,28 @@ def test_trl_standard_implicit_prompt_splits_at_a_word_boundary(tmp_path):
 
 def test_full_conversation_responses_with_explicit_prompt(tmp_path):
     prompt = [{"role": "user", "content": "hi"}]
-    row = {"prompt": prompt, "chosen": prompt + [{"role": "assistant", "content": "hello"}],
-           "rejected": prompt + [{"role": "assistant", "content": "go"}]}
+    row = {
+        "prompt": prompt,
+        "chosen": prompt + [{"role": "assistant", "content": "hello"}],
+        "rejected": prompt + [{"role": "assistant", "content": "go"}],
+    }
     assert read_records(write_lines(tmp_path / "f.jsonl", [row])) == [PreferencePair(prompt, "hello", "go")]
 
 
 def test_trl_unpaired_preference_is_binary(tmp_path):
     rows = [
         {"prompt": "The sky is", "completion": " blue.", "label": True},
-        {"prompt": [{"role": "user", "content": "Sky?"}], "completion": [{"role": "assistant", "content": "Green."}],
-         "label": False},
+        {
+            "prompt": [{"role": "user", "content": "Sky?"}],
+            "completion": [{"role": "assistant", "content": "Green."}],
+            "label": False,
+        },
     ]
     recs = read_records(write_lines(tmp_path / "kto.jsonl", rows))
-    assert recs == [BinaryFeedback("The sky is", " blue.", True), BinaryFeedback(rows[1]["prompt"], "Green.", False)]
+    assert recs == [
+        BinaryFeedback("The sky is", " blue.", True),
+        BinaryFeedback(rows[1]["prompt"], "Green.", False),
+    ]
 
 
 def test_trl_messages_is_demonstration(tmp_path):
@@ -163,14 +174,19 @@ def test_trl_messages_is_demonstration(tmp_path):
 def test_trl_prompt_completion_is_demonstration(tmp_path):
     rows = [
         {"prompt": "The sky is", "completion": " blue."},
-        {"prompt": [{"role": "user", "content": "Sky?"}], "completion": [{"role": "assistant", "content": "Blue."}]},
+        {
+            "prompt": [{"role": "user", "content": "Sky?"}],
+            "completion": [{"role": "assistant", "content": "Blue."}],
+        },
     ]
     recs = read_records(write_lines(tmp_path / "pc.jsonl", rows))
     assert recs == [Demonstration("The sky is", " blue."), Demonstration(rows[1]["prompt"], "Blue.")]
 
 
 def test_trl_prompt_only(tmp_path):
-    assert read_records(write_lines(tmp_path / "po.jsonl", [{"prompt": "The sky is"}])) == [Prompt("The sky is")]
+    assert read_records(write_lines(tmp_path / "po.jsonl", [{"prompt": "The sky is"}])) == [
+        Prompt("The sky is")
+    ]
 
 
 def test_trl_parquet_and_dataset_dir_with_extra_columns(tmp_path):
@@ -197,7 +213,9 @@ def test_trl_parquet_and_dataset_dir_with_extra_columns(tmp_path):
 
 
 def test_our_formats_detected(tmp_path):
-    rows = [{"prompt": "p", "responses": ["a", {"text": "b", "model": "m", "logprob": -1.0}], "ranks": [1, 0]}]
+    rows = [
+        {"prompt": "p", "responses": ["a", {"text": "b", "model": "m", "logprob": -1.0}], "ranks": [1, 0]}
+    ]
     assert read_records(write_lines(tmp_path / "r.jsonl", rows)) == [RankedResponses("p", ["a", "b"], [1, 0])]
     rows = [{"prompt": "p", "response": "r", "score": 4}]
     assert read_records(write_lines(tmp_path / "s.jsonl", rows)) == [Rating("p", "r", 4)]
@@ -223,7 +241,9 @@ def test_folder_reads_every_file_in_name_order(tmp_path):
 
 
 def test_records_from_dicts():
-    assert records_from_dicts([{"prompt": "p", "chosen": "a", "rejected": "b"}]) == [PreferencePair("p", "a", "b")]
+    assert records_from_dicts([{"prompt": "p", "chosen": "a", "rejected": "b"}]) == [
+        PreferencePair("p", "a", "b")
+    ]
     with pytest.raises(DataError, match=r"<data>:row 1: field 'rejected': missing"):
         records_from_dicts([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}])
 
@@ -259,8 +279,10 @@ def test_ranked_to_pairs_order_and_content():
 
 
 def test_read_ranked_as_pairwise(tmp_path):
-    rows = [{"prompt": "p1", "responses": ["a", "b", "c"]}, {"prompt": "p2", "responses": ["x", "y", "z", "w"],
-                                                              "ranks": [0, 1, 1, 2]}]
+    rows = [
+        {"prompt": "p1", "responses": ["a", "b", "c"]},
+        {"prompt": "p2", "responses": ["x", "y", "z", "w"], "ranks": [0, 1, 1, 2]},
+    ]
     pairs = read_records(write_lines(tmp_path / "r.jsonl", rows), kind="pairwise")
     assert len(pairs) == comb(3, 2) + comb(4, 2) - 1
     assert all(isinstance(p, PreferencePair) for p in pairs)

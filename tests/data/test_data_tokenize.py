@@ -7,9 +7,20 @@ import torch
 
 from prefloop.data import TokenizedSequence, encode, encode_prompt, pad_batch
 
-
-PROMPT_TOKENS = ["<|im_start|>", "user", "\n", "hello", "how", "are", "you", "<|im_end|>", "\n",
-                 "<|im_start|>", "assistant", "\n"]
+PROMPT_TOKENS = [
+    "<|im_start|>",
+    "user",
+    "\n",
+    "hello",
+    "how",
+    "are",
+    "you",
+    "<|im_end|>",
+    "\n",
+    "<|im_start|>",
+    "assistant",
+    "\n",
+]
 
 
 def tokens(tok, ids):
@@ -43,9 +54,23 @@ def test_message_prompt_with_system_turn(chat_tokenizer):
     prompt = [{"role": "system", "content": "good"}, {"role": "user", "content": "hi"}]
     seq = encode(chat_tokenizer, prompt, "hello")
     p, r = split(seq)
-    assert tokens(chat_tokenizer, p) == ["<|im_start|>", "system", "\n", "good", "<|im_end|>", "\n",
-                                         "<|im_start|>", "user", "\n", "hi", "<|im_end|>", "\n",
-                                         "<|im_start|>", "assistant", "\n"]
+    assert tokens(chat_tokenizer, p) == [
+        "<|im_start|>",
+        "system",
+        "\n",
+        "good",
+        "<|im_end|>",
+        "\n",
+        "<|im_start|>",
+        "user",
+        "\n",
+        "hi",
+        "<|im_end|>",
+        "\n",
+        "<|im_start|>",
+        "assistant",
+        "\n",
+    ]
     assert tokens(chat_tokenizer, r) == ["hello", "<|im_end|>"]
 
 
@@ -104,8 +129,10 @@ def test_template_that_rewrites_the_prompt_falls_back(make_tokenizer, chatml_tem
 
 
 def test_template_without_end_token_gets_eos(make_tokenizer):
-    template = "{% for m in messages %}{{ m['role'] + '\n' + m['content'] + '\n' }}{% endfor %}" \
-               "{% if add_generation_prompt %}{{ 'assistant\n' }}{% endif %}"
+    template = (
+        "{% for m in messages %}{{ m['role'] + '\n' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant\n' }}{% endif %}"
+    )
     tok = make_tokenizer(template)
     r = split(encode(tok, "hi", "i am fine"))[1]
     assert tokens(tok, r) == ["i", "am", "fine", "\n", "<|im_end|>"]

@@ -5,15 +5,36 @@ import time
 
 import pytest
 
-from prefloop.demo import DemoConfig, _pairs_for_dpo, _rm_accuracy_vs_gold, run
 from prefloop.data.records import RankedResponses
+from prefloop.demo import DemoConfig, _pairs_for_dpo, _rm_accuracy_vs_gold, run
 
-TINY = dict(model="tiny", reward_model="tiny", num_train_prompts=3, num_eval_prompts=2, k=3,
-            max_new_tokens=4, eval_samples=2, dpo_epochs=1, dpo_batch_size=2, reward_epochs=1,
-            reward_batch_size=2, num_shown_samples=2)
+TINY = dict(
+    model="tiny",
+    reward_model="tiny",
+    num_train_prompts=3,
+    num_eval_prompts=2,
+    k=3,
+    max_new_tokens=4,
+    eval_samples=2,
+    dpo_epochs=1,
+    dpo_batch_size=2,
+    reward_epochs=1,
+    reward_batch_size=2,
+    num_shown_samples=2,
+)
 
-SUMMARY_KEYS = {"task", "num_train_prompts", "num_eval_prompts", "gold", "kl_to_start", "reward_model",
-                "annotator", "dpo", "timings_s", "config"}
+SUMMARY_KEYS = {
+    "task",
+    "num_train_prompts",
+    "num_eval_prompts",
+    "gold",
+    "kl_to_start",
+    "reward_model",
+    "annotator",
+    "dpo",
+    "timings_s",
+    "config",
+}
 
 
 def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path):
@@ -21,15 +42,34 @@ def test_demo_runs_end_to_end_on_the_tiny_model(tmp_path):
     summary = run(DemoConfig(output_dir=str(tmp_path), **TINY))
     # ~20 s on an idle 2-core machine; the bound leaves room for a machine shared with other jobs.
     assert time.perf_counter() - start < 120
-    for name in ("report.md", "report.html", "report.png", "summary.json", "samples.jsonl",
-                 "preferences.jsonl", "config.yaml", "dpo/final/config.json", "dpo/metrics.jsonl",
-                 "reward_model/final/config.json"):
+    for name in (
+        "report.md",
+        "report.html",
+        "report.png",
+        "summary.json",
+        "samples.jsonl",
+        "preferences.jsonl",
+        "config.yaml",
+        "dpo/final/config.json",
+        "dpo/metrics.jsonl",
+        "reward_model/final/config.json",
+    ):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert SUMMARY_KEYS <= set(saved) and SUMMARY_KEYS <= set(summary)
+    assert set(saved) >= SUMMARY_KEYS and set(summary) >= SUMMARY_KEYS
     assert set(saved["gold"]) >= {"before", "after", "win_rate", "improvement"}
-    assert set(saved["timings_s"]) >= {"load", "before", "sample", "annotate", "reward", "dpo", "after",
-                                       "eval", "report", "total"}
+    assert set(saved["timings_s"]) >= {
+        "load",
+        "before",
+        "sample",
+        "annotate",
+        "reward",
+        "dpo",
+        "after",
+        "eval",
+        "report",
+        "total",
+    }
     assert saved["dpo"]["num_records"] >= 1
     # Training records carry no gold scores: only prompt, responses and the annotator's ranks.
     for line in (tmp_path / "preferences.jsonl").read_text().splitlines():

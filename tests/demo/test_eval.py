@@ -23,7 +23,9 @@ def test_gold_score_mean():
 
 def test_win_rate_by_hand():
     # after wins on prompt 1, loses on 2, ties on 3 -> (1 + 0 + 0.5) / 3
-    assert win_rate(["a", "bbb", "cc"], ["aa", "b", "dd"], LengthGold(), ["1", "2", "3"]) == pytest.approx(0.5)
+    assert win_rate(["a", "bbb", "cc"], ["aa", "b", "dd"], LengthGold(), ["1", "2", "3"]) == pytest.approx(
+        0.5
+    )
     with pytest.raises(ValueError, match="lengths differ"):
         win_rate(["a"], ["a", "b"], LengthGold(), ["1"])
 
@@ -67,8 +69,9 @@ def test_kl_to_itself_is_zero_and_to_a_changed_model_is_the_log_ratio(tiny):
     assert kl == 0.0 and terms == [0.0, 0.0]
     other = copy.deepcopy(model)
     with torch.no_grad():
-        other.lm_head.weight.mul_(1.5) if not other.config.tie_word_embeddings else \
-            other.model.embed_tokens.weight.mul_(1.5)
+        other.lm_head.weight.mul_(
+            1.5
+        ) if not other.config.tie_word_embeddings else other.model.embed_tokens.weight.mul_(1.5)
     kl, terms = kl_to_reference(other, model, tokenizer, prompts, replies)
     a = sequence_logprobs(other, tokenizer, prompts, replies)
     b = sequence_logprobs(model, tokenizer, prompts, replies)
@@ -78,18 +81,36 @@ def test_kl_to_itself_is_zero_and_to_a_changed_model_is_the_log_ratio(tiny):
 
 def test_report_files(tmp_path):
     summary = {
-        "task": "positive_replies", "num_train_prompts": 4, "num_eval_prompts": 2,
-        "gold": {"before": 0.1, "after": 0.4, "before_stderr": 0.05, "after_stderr": 0.04,
-                 "improvement": 0.3, "win_rate": 0.75},
+        "task": "positive_replies",
+        "num_train_prompts": 4,
+        "num_eval_prompts": 2,
+        "gold": {
+            "before": 0.1,
+            "after": 0.4,
+            "before_stderr": 0.05,
+            "after_stderr": 0.04,
+            "improvement": 0.3,
+            "win_rate": 0.75,
+        },
         "kl_to_start": 1.5,
         "reward_model": {"heldout_accuracy_vs_gold": 0.7, "score_before": -0.1, "score_after": 0.3},
         "annotator": {"agreement": 0.8, "expected_agreement": 0.82},
         "timings_s": {"load": 1.0, "dpo": 2.0},
         "config": {"model": "tiny", "k": 4},
     }
-    samples = [{"prompt": "Hi | there", "before": "meh\nok", "after": "great!", "gold_before": 0.0, "gold_after": 0.6}]
+    samples = [
+        {
+            "prompt": "Hi | there",
+            "before": "meh\nok",
+            "after": "great!",
+            "gold_before": 0.0,
+            "gold_after": 0.6,
+        }
+    ]
     metrics = [{"step": s, "loss": 0.69 - 0.01 * s, "rewards/accuracy": 0.5 + 0.02 * s} for s in range(1, 11)]
-    paths = write_report(tmp_path, summary, samples, [0.0, 0.2], [0.3, 0.5], metrics, [(0.0, -0.1), (0.5, 0.3)])
+    paths = write_report(
+        tmp_path, summary, samples, [0.0, 0.2], [0.3, 0.5], metrics, [(0.0, -0.1), (0.5, 0.3)]
+    )
     for key in ("png", "md", "html"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0
     md = paths["md"].read_text()

@@ -24,9 +24,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -41,13 +42,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_items(n: int, k: int = 3, models: list[str] | None = None, prefix: str = "item") -> list[dict[str, Any]]:
+def make_items(
+    n: int, k: int = 3, models: list[str] | None = None, prefix: str = "item"
+) -> list[dict[str, Any]]:
     """n items with k responses each; response j comes from models[j] (default model-0..k-1)."""
     models = models or [f"model-{j}" for j in range(k)]
     return [
         {
             "prompt": f"{prefix} {i}: write something",
-            "responses": [{"text": f"{prefix} {i} answer {j}", "model": models[j % len(models)]} for j in range(k)],
+            "responses": [
+                {"text": f"{prefix} {i} answer {j}", "model": models[j % len(models)]} for j in range(k)
+            ],
         }
         for i in range(n)
     ]
@@ -64,8 +69,13 @@ class CampaignHandle:
 class ServerProcess:
     """`python -m prefloop.cli serve` in a subprocess; logs go to `log_path`."""
 
-    def __init__(self, db_url: str, workdir: Path, admin_password: str = ADMIN_PASSWORD,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        workdir: Path,
+        admin_password: str = ADMIN_PASSWORD,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.db_url = db_url
         self.extra_args = list(extra_args)
         self.workdir = workdir
@@ -83,9 +93,24 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "prefloop.cli", "serve", "--db", self.db_url, "--host", "127.0.0.1",
-               "--port", str(self.port), "--admin-password", self.admin_password, "--log-level", "warning", *self.extra_args]
-        log = open(self.log_path, "ab")
+        cmd = [
+            sys.executable,
+            "-m",
+            "prefloop.cli",
+            "serve",
+            "--db",
+            self.db_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--admin-password",
+            self.admin_password,
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
@@ -144,7 +169,14 @@ class ServerProcess:
         items: list[dict[str, Any]] | None = None,
         n_items: int = 4,
         k: int = 3,
-        feedback_types: list[str] | tuple[str, ...] = ("pairwise", "ranking", "rating", "binary", "critique", "edit"),
+        feedback_types: list[str] | tuple[str, ...] = (
+            "pairwise",
+            "ranking",
+            "rating",
+            "binary",
+            "critique",
+            "edit",
+        ),
         overlap: int = 1,
         anonymous: bool = True,
         rating_scale: tuple[float, float] = (1, 7),
@@ -152,14 +184,24 @@ class ServerProcess:
     ) -> CampaignHandle:
         """Create a campaign, add items (default `make_items(n_items, k)`), add annotators (new accounts)."""
         with self.admin() as c:
-            r = c.post("/api/campaigns", json={
-                "name": name, "feedback_types": list(feedback_types), "overlap": overlap, "anonymous": anonymous,
-                "rating_scale": list(rating_scale), "instructions": instructions,
-            })
+            r = c.post(
+                "/api/campaigns",
+                json={
+                    "name": name,
+                    "feedback_types": list(feedback_types),
+                    "overlap": overlap,
+                    "anonymous": anonymous,
+                    "rating_scale": list(rating_scale),
+                    "instructions": instructions,
+                },
+            )
             r.raise_for_status()
             info = r.json()
             cid = info["id"]
-            r = c.post(f"/api/campaigns/{cid}/items", json={"items": items if items is not None else make_items(n_items, k)})
+            r = c.post(
+                f"/api/campaigns/{cid}/items",
+                json={"items": items if items is not None else make_items(n_items, k)},
+            )
             r.raise_for_status()
             item_ids = r.json()["item_ids"]
             tokens: dict[str, str] = {}
@@ -175,8 +217,12 @@ class ServerProcess:
 def server_factory(tmp_path: Path) -> Iterator[Any]:
     servers: list[ServerProcess] = []
 
-    def make(db_url: str | None = None, start: bool = True, extra_args: tuple[str, ...] = ()) -> ServerProcess:
-        server = ServerProcess(db_url or f"sqlite:///{tmp_path / 'feedback.db'}", tmp_path, extra_args=extra_args)
+    def make(
+        db_url: str | None = None, start: bool = True, extra_args: tuple[str, ...] = ()
+    ) -> ServerProcess:
+        server = ServerProcess(
+            db_url or f"sqlite:///{tmp_path / 'feedback.db'}", tmp_path, extra_args=extra_args
+        )
         servers.append(server)
         return server.start() if start else server
 
@@ -220,9 +266,12 @@ def pg_url() -> Iterator[str]:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
-            conn.execute(text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
-            ), {"n": name})
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": name},
+            )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
 

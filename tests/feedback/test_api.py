@@ -30,7 +30,9 @@ def snapshot(server: ServerProcess) -> dict[str, list[tuple]]:
     """Every row of every table (read through a second connection while the server runs)."""
     conn = sqlite3.connect(f"file:{_db_path(server)}?mode=ro", uri=True)
     try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        tables = [
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        ]
         return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
     finally:
         conn.close()
@@ -58,8 +60,12 @@ def test_annotation_workflow_next_submit_skip_undo(server: ServerProcess) -> Non
     task = first["task"]
     assert [r["model"] for r in task["responses"]] == ["model-0", "model-1", "model-2"]  # not anonymous
     a, b, c = _ids(task)
-    body = {"idempotency_key": "k-1", "ranking": [[b], [a, c]], "critique": "b is clearest",
-            "pairwise": {"a": a, "b": b, "choice": "b", "strength": "slightly_better"}}
+    body = {
+        "idempotency_key": "k-1",
+        "ranking": [[b], [a, c]],
+        "critique": "b is clearest",
+        "pairwise": {"a": a, "b": b, "choice": "b", "strength": "slightly_better"},
+    }
     r = server.api("POST", f"/api/tasks/{task['task_id']}/submit", tok, json=body)
     assert r.status_code == 200, r.text
     jid = r.json()["judgment_id"]
@@ -82,8 +88,12 @@ def test_annotation_workflow_next_submit_skip_undo(server: ServerProcess) -> Non
     r = server.api("POST", f"/api/campaigns/{camp.id}/undo", tok)
     assert r.status_code == 409 and "nothing to undo" in r.json()["detail"]
     # Answer again with a new key.
-    r = server.api("POST", f"/api/tasks/{task['task_id']}/submit", tok,
-                        json={"idempotency_key": "k-2", "ranking": [[a], [b], [c]]})
+    r = server.api(
+        "POST",
+        f"/api/tasks/{task['task_id']}/submit",
+        tok,
+        json={"idempotency_key": "k-2", "ranking": [[a], [b], [c]]},
+    )
     assert r.status_code == 200 and r.json()["judgment_id"] != jid
     stored = server.api("GET", f"/api/campaigns/{camp.id}/judgments", server.admin_token).json()
     assert [j["payload"] for j in stored] == [{"ranking": [[a], [b], [c]]}]
@@ -97,8 +107,12 @@ def test_anonymous_hides_models_until_submitted(server: ServerProcess) -> None:
     again = _next(server, tok, camp.id)["task"]
     assert again["responses"] == task["responses"]  # shuffled order is stable per task
     ids = _ids(task)
-    r = server.api("POST", f"/api/tasks/{task['task_id']}/submit", tok,
-                        json={"idempotency_key": "x", "ranking": [[i] for i in ids]})
+    r = server.api(
+        "POST",
+        f"/api/tasks/{task['task_id']}/submit",
+        tok,
+        json={"idempotency_key": "x", "ranking": [[i] for i in ids]},
+    )
     revealed = r.json()["revealed_models"]
     texts = {rr["id"]: rr["text"] for rr in task["responses"]}
     # make_items: text "item i answer j" comes from model-j
@@ -165,20 +179,27 @@ def test_access_rules_for_every_endpoint(server: ServerProcess) -> None:
     submit_b = {"idempotency_key": "evil", "ranking": [[i] for i in b_ids]}
 
     admin_only = [
-        ("GET", "/api/users", None), ("POST", "/api/users", {"name": "mallory"}),
+        ("GET", "/api/users", None),
+        ("POST", "/api/users", {"name": "mallory"}),
         ("POST", "/api/users/ac_bob/tokens", None),
         ("POST", "/api/campaigns", {"name": "x", "feedback_types": ["ranking"]}),
         ("POST", f"/api/campaigns/{cid}/annotators", {"names": ["ac_alice"]}),
         ("POST", f"/api/campaigns/{cid}/items", {"items": server.make_items(1)}),
-        ("GET", f"/api/campaigns/{cid}/judgments", None), ("GET", f"/api/campaigns/{cid}/report", None),
-        ("GET", f"/api/campaigns/{cid}/leaderboard", None), ("GET", f"/api/campaigns/{cid}/leaderboard.png", None),
+        ("GET", f"/api/campaigns/{cid}/judgments", None),
+        ("GET", f"/api/campaigns/{cid}/report", None),
+        ("GET", f"/api/campaigns/{cid}/leaderboard", None),
+        ("GET", f"/api/campaigns/{cid}/leaderboard.png", None),
         ("GET", f"/api/campaigns/{cid}/export?kind=pairwise", None),
     ]
     annotator_endpoints = [
-        ("GET", "/api/me", None), ("GET", "/api/campaigns", None), ("GET", f"/api/campaigns/{cid}", None),
-        ("GET", f"/api/campaigns/{cid}/next", None), ("GET", f"/api/tasks/{b_task['task_id']}", None),
+        ("GET", "/api/me", None),
+        ("GET", "/api/campaigns", None),
+        ("GET", f"/api/campaigns/{cid}", None),
+        ("GET", f"/api/campaigns/{cid}/next", None),
+        ("GET", f"/api/tasks/{b_task['task_id']}", None),
         ("POST", f"/api/tasks/{b_task['task_id']}/submit", submit_b),
-        ("POST", f"/api/tasks/{b_task['task_id']}/skip", None), ("POST", f"/api/campaigns/{cid}/undo", None),
+        ("POST", f"/api/tasks/{b_task['task_id']}/skip", None),
+        ("POST", f"/api/campaigns/{cid}/undo", None),
     ]
     before = snapshot(server)
     for method, path, body in admin_only + annotator_endpoints:
@@ -195,8 +216,11 @@ def test_access_rules_for_every_endpoint(server: ServerProcess) -> None:
         assert r.status_code == 404 and r.json()["detail"] == f"task {b_task['task_id']} not found"
     # Someone outside the campaign sees nothing of it.
     assert server.api("GET", "/api/campaigns", carol).json() == []
-    for method, path in [("GET", f"/api/campaigns/{cid}"), ("GET", f"/api/campaigns/{cid}/next"),
-                         ("POST", f"/api/campaigns/{cid}/undo")]:
+    for method, path in [
+        ("GET", f"/api/campaigns/{cid}"),
+        ("GET", f"/api/campaigns/{cid}/next"),
+        ("POST", f"/api/campaigns/{cid}/undo"),
+    ]:
         r = server.api(method, path, carol)
         assert r.status_code == 404 and r.json()["detail"] == f"campaign {cid} not found"
     assert snapshot(server) == before  # nothing above changed a row
@@ -218,8 +242,14 @@ def test_tokens_and_passwords_are_stored_hashed(server: ServerProcess) -> None:
     admin = server.admin()
     dora = admin.post("/api/users", json={"name": "hs_dora", "password": "a-secret-password"}).json()["token"]
     login = server.api("POST", "/api/login", json={"name": "hs_dora", "password": "a-secret-password"}).json()
-    secrets_ = [camp.tokens["hs_alice"], dora, login["token"], server.admin_token,
-                "a-secret-password", server.admin_password]
+    secrets_ = [
+        camp.tokens["hs_alice"],
+        dora,
+        login["token"],
+        server.admin_token,
+        "a-secret-password",
+        server.admin_password,
+    ]
     db = _db_path(server)
     raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # db, -wal, -shm
     for s in secrets_:
@@ -236,7 +266,9 @@ def test_tokens_and_passwords_are_stored_hashed(server: ServerProcess) -> None:
 
 def test_malformed_input_is_rejected_with_a_clear_message_and_changes_nothing(server: ServerProcess) -> None:
     camp = server.create_campaign(annotators=["bad_alice"], n_items=2, k=3, rating_scale=(1, 5))
-    only_ranking = server.create_campaign(name="r", annotators=["bad_alice"], n_items=1, feedback_types=["ranking"])
+    only_ranking = server.create_campaign(
+        name="r", annotators=["bad_alice"], n_items=1, feedback_types=["ranking"]
+    )
     tok = camp.tokens["bad_alice"]
     task = _next(server, tok, camp.id)["task"]
     x, y, z = _ids(task)
@@ -251,44 +283,142 @@ def test_malformed_input_is_rejected_with_a_clear_message_and_changes_nothing(se
 
     cases: list[tuple[str, str, Any, int, str]] = [
         ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[x], [x], [y, z]]}), 422, "more than once"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[x], [y]]}), 422, f"missing response id(s) [{z}]"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[x], [y], [z], [w]]}), 422, f"unknown response id(s) [{w}]"),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"ranking": [[x], [y]]}),
+            422,
+            f"missing response id(s) [{z}]",
+        ),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"ranking": [[x], [y], [z], [w]]}),
+            422,
+            f"unknown response id(s) [{w}]",
+        ),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[x], [], [y, z]]}), 422, "empty group"),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [["best"]]}), 422, "ranking"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"ratings": {str(x): 6}}), 422, "outside the rating scale [1, 5]"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"ratings": {str(x): 0.5}}), 422, "outside the rating scale"),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"ratings": {str(x): 6}}),
+            422,
+            "outside the rating scale [1, 5]",
+        ),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"ratings": {str(x): 0.5}}),
+            422,
+            "outside the rating scale",
+        ),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ratings": {str(w): 3}}), 422, "unknown response id"),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ratings": {}}), 422, "ratings: empty"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"pairwise": {"a": x, "b": x, "choice": "a"}}), 422, "two different"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"pairwise": {"a": x, "b": y, "choice": "c"}}), 422, "choice"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"pairwise": {"a": x, "b": y, "choice": "tie",
-                                                                "strength": "better"}}), 422, "strength"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"pairwise": {"a": x, "b": w, "choice": "a"}}), 422, "unknown response id"),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"pairwise": {"a": x, "b": x, "choice": "a"}}),
+            422,
+            "two different",
+        ),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"pairwise": {"a": x, "b": y, "choice": "c"}}),
+            422,
+            "choice",
+        ),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"pairwise": {"a": x, "b": y, "choice": "tie", "strength": "better"}}),
+            422,
+            "strength",
+        ),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"pairwise": {"a": x, "b": w, "choice": "a"}}),
+            422,
+            "unknown response id",
+        ),
         ("POST", f"/api/tasks/{tid}/submit", sub({"thumbs": {str(x): "maybe"}}), 422, "thumbs"),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ratings": {str(x): True}}), 422, "ratings"),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[str(x)], [y], [z]]}), 422, "ranking"),
-        ("POST", f"/api/tasks/{tid}/submit", sub({"edit": {"response_id": w, "text": "better"}}), 422, "edit: unknown"),
+        (
+            "POST",
+            f"/api/tasks/{tid}/submit",
+            sub({"edit": {"response_id": w, "text": "better"}}),
+            422,
+            "edit: unknown",
+        ),
         ("POST", f"/api/tasks/{tid}/submit", sub({"critique": "   "}), 422, "critique: empty"),
         ("POST", f"/api/tasks/{tid}/submit", sub({}), 422, "empty submission"),
         ("POST", f"/api/tasks/{tid}/submit", {"ranking": [[x], [y], [z]]}, 422, "idempotency_key"),
         ("POST", f"/api/tasks/{tid}/submit", sub({"ranking": [[x], [y], [z]], "vote": 1}), 422, "vote"),
         ("POST", f"/api/tasks/{tid}/submit", "not json", 422, "invalid request"),
         ("POST", "/api/tasks/999999/submit", sub({"ranking": [[x], [y], [z]]}), 404, "task 999999 not found"),
-        ("POST", f"/api/tasks/{r_task['task_id']}/submit", sub({"ratings": {str(r_task['responses'][0]['id']): 3}}),
-         422, "'rating' is not enabled"),
+        (
+            "POST",
+            f"/api/tasks/{r_task['task_id']}/submit",
+            sub({"ratings": {str(r_task["responses"][0]["id"]): 3}}),
+            422,
+            "'rating' is not enabled",
+        ),
     ]
     admin_cases: list[tuple[str, str, Any, int, str]] = [
-        ("POST", "/api/campaigns", {"name": "c", "feedback_types": ["ranking"], "rating_scale": [5, 1]}, 422, "lo < hi"),
+        (
+            "POST",
+            "/api/campaigns",
+            {"name": "c", "feedback_types": ["ranking"], "rating_scale": [5, 1]},
+            422,
+            "lo < hi",
+        ),
         ("POST", "/api/campaigns", {"name": "c", "feedback_types": ["vibes"]}, 422, "feedback_types"),
-        ("POST", "/api/campaigns", {"name": "c", "feedback_types": ["ranking"], "overlap": 0}, 422, "overlap"),
+        (
+            "POST",
+            "/api/campaigns",
+            {"name": "c", "feedback_types": ["ranking"], "overlap": 0},
+            422,
+            "overlap",
+        ),
         ("POST", "/api/campaigns", {"name": "c", "feedback_types": []}, 422, "feedback_types"),
-        ("POST", f"/api/campaigns/{camp.id}/items", {"items": [{"prompt": "p", "responses": []}]}, 422, "responses"),
-        ("POST", f"/api/campaigns/{camp.id}/items",
-         {"items": [{"prompt": "p", "responses": [{"text": "a"}], "gold": {"chosen": 3}}]}, 422, "gold.chosen"),
-        ("POST", f"/api/campaigns/{camp.id}/items",
-         {"items": server.make_items(1) + [{"prompt": "p"}]}, 422, "responses"),  # one bad item: none stored
-        ("POST", "/api/campaigns/9999/items", {"items": server.make_items(1)}, 404, "campaign 9999 not found"),
-        ("POST", f"/api/campaigns/{camp.id}/annotators", {"names": ["has space"]}, 422, "invalid annotator name"),
+        (
+            "POST",
+            f"/api/campaigns/{camp.id}/items",
+            {"items": [{"prompt": "p", "responses": []}]},
+            422,
+            "responses",
+        ),
+        (
+            "POST",
+            f"/api/campaigns/{camp.id}/items",
+            {"items": [{"prompt": "p", "responses": [{"text": "a"}], "gold": {"chosen": 3}}]},
+            422,
+            "gold.chosen",
+        ),
+        (
+            "POST",
+            f"/api/campaigns/{camp.id}/items",
+            {"items": server.make_items(1) + [{"prompt": "p"}]},
+            422,
+            "responses",
+        ),  # one bad item: none stored
+        (
+            "POST",
+            "/api/campaigns/9999/items",
+            {"items": server.make_items(1)},
+            404,
+            "campaign 9999 not found",
+        ),
+        (
+            "POST",
+            f"/api/campaigns/{camp.id}/annotators",
+            {"names": ["has space"]},
+            422,
+            "invalid annotator name",
+        ),
         ("GET", f"/api/campaigns/{camp.id}/export?kind=everything", None, 422, "kind"),
         ("POST", "/api/users", {"name": "eve", "role": "root"}, 422, "role"),
     ]
@@ -325,16 +455,24 @@ def test_export_every_kind_reads_back_as_training_data(server: ServerProcess, tm
     def body_for(name: str):
         def make(task: dict[str, Any]) -> dict[str, Any]:
             m = _by_model(task)
-            order = ["model-0", "model-1", "model-2"] if name != "ex_cara" else ["model-1", "model-0", "model-2"]
+            order = (
+                ["model-0", "model-1", "model-2"] if name != "ex_cara" else ["model-1", "model-0", "model-2"]
+            )
             return {
                 "idempotency_key": f"{name}-{task['task_id']}",
                 "ranking": [[m[order[0]]], [m[order[1]]], [m[order[2]]]],
-                "pairwise": {"a": m["model-0"], "b": m["model-2"], "choice": "a", "strength": "significantly_better"},
+                "pairwise": {
+                    "a": m["model-0"],
+                    "b": m["model-2"],
+                    "choice": "a",
+                    "strength": "significantly_better",
+                },
                 "ratings": {str(m["model-0"]): 6, str(m["model-2"]): 2},
                 "thumbs": {str(m["model-0"]): True, str(m["model-2"]): name == "ex_cara"},
                 "edit": {"response_id": m["model-1"], "text": f"edited by {name}"},
                 "critique": "fine",
             }
+
         return make
 
     for name in ("ex_alice", "ex_bob", "ex_cara"):
@@ -350,7 +488,9 @@ def test_export_every_kind_reads_back_as_training_data(server: ServerProcess, tm
 
     pairs = export("pairwise")
     assert len(pairs) == 6  # 3 annotators x 2 items, one pair each
-    assert all(p.margin == 3.0 and p.chosen.endswith("answer 0") and p.rejected.endswith("answer 2") for p in pairs)
+    assert all(
+        p.margin == 3.0 and p.chosen.endswith("answer 0") and p.rejected.endswith("answer 2") for p in pairs
+    )
     ranked = export("ranked")
     assert len(ranked) == 6 and sorted(ranked[0].ranks) == [0, 1, 2]
     binary = export("binary")
@@ -358,7 +498,9 @@ def test_export_every_kind_reads_back_as_training_data(server: ServerProcess, tm
     ratings = export("rating")
     assert sorted({r.score for r in ratings}) == [2.0, 6.0]
     demos = export("demonstration")
-    assert sorted(d.response for d in demos) == sorted([f"edited by {n}" for n in ("ex_alice", "ex_bob", "ex_cara")] * 2)
+    assert sorted(d.response for d in demos) == sorted(
+        [f"edited by {n}" for n in ("ex_alice", "ex_bob", "ex_cara")] * 2
+    )
     assert len(export("ranked", read_kind="pairwise")) == 18  # K=3 rankings expand to 3 pairs each
 
     # Consensus: two of three annotators put model-0 first, so model-0 > model-1 > model-2.
@@ -377,13 +519,18 @@ def test_report_and_leaderboard(server: ServerProcess) -> None:
     pytest.importorskip("prefloop.feedback.quality")
     items = server.make_items(4, 2)
     items[0]["gold"] = {"chosen": 0}
-    camp = server.create_campaign(annotators=["rp_alice", "rp_bob"], items=items, overlap=2,
-                                       feedback_types=["pairwise"])
+    camp = server.create_campaign(
+        annotators=["rp_alice", "rp_bob"], items=items, overlap=2, feedback_types=["pairwise"]
+    )
     for name in ("rp_alice", "rp_bob"):
+
         def make(task: dict[str, Any], name: str = name) -> dict[str, Any]:
             m = _by_model(task)
-            return {"idempotency_key": f"{name}-{task['task_id']}",
-                    "pairwise": {"a": m["model-0"], "b": m["model-1"], "choice": "a", "strength": "better"}}
+            return {
+                "idempotency_key": f"{name}-{task['task_id']}",
+                "pairwise": {"a": m["model-0"], "b": m["model-1"], "choice": "a", "strength": "better"},
+            }
+
         _submit(server, camp.tokens[name], camp.id, make)
     admin = server.admin()
     report = admin.get(f"/api/campaigns/{camp.id}/report").json()

@@ -12,9 +12,12 @@ def _annotate(server: Any, cid: int, token: str, name: str) -> int:
     n = 0
     while (task := server.api("GET", f"/api/campaigns/{cid}/next", token).json()["task"]) is not None:
         ids = [r["id"] for r in sorted(task["responses"], key=lambda r: r["text"])]  # answer 0 < 1 < 2
-        body = {"idempotency_key": f"{name}-{task['task_id']}", "ranking": [[i] for i in ids],
-                "pairwise": {"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"},
-                "thumbs": {str(ids[0]): True, str(ids[2]): False}}
+        body = {
+            "idempotency_key": f"{name}-{task['task_id']}",
+            "ranking": [[i] for i in ids],
+            "pairwise": {"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"},
+            "thumbs": {str(ids[0]): True, str(ids[2]): False},
+        }
         assert server.api("POST", f"/api/tasks/{task['task_id']}/submit", token, json=body).status_code == 200
         n += 1
     return n
@@ -35,15 +38,29 @@ def test_reward_and_dpo_train_on_the_export(live_server: Any, tmp_path: Path) ->
         paths[kind] = tmp_path / f"{kind}.jsonl"
         paths[kind].write_text(r.text)
 
-    common = {"model": "tiny", "max_steps": 2, "batch_size": 2, "max_length": 64, "max_prompt_length": 32,
-              "save_steps": 1000}
-    out = reward_model.train(reward_model.RewardConfig(data=str(paths["pairwise"]), output_dir=str(tmp_path / "rm"),
-                                                       **common))
+    common = {
+        "model": "tiny",
+        "max_steps": 2,
+        "batch_size": 2,
+        "max_length": 64,
+        "max_prompt_length": 32,
+        "save_steps": 1000,
+    }
+    out = reward_model.train(
+        reward_model.RewardConfig(data=str(paths["pairwise"]), output_dir=str(tmp_path / "rm"), **common)
+    )
     assert Path(out).exists()
-    reward_model.train(reward_model.RewardConfig(data=str(paths["ranked"]), output_dir=str(tmp_path / "rm2"),
-                                                 **common))
-    out = preference.train(preference.PreferenceConfig(data=str(paths["pairwise"]), output_dir=str(tmp_path / "dpo"),
-                                                       loss="dpo", **common))
+    reward_model.train(
+        reward_model.RewardConfig(data=str(paths["ranked"]), output_dir=str(tmp_path / "rm2"), **common)
+    )
+    out = preference.train(
+        preference.PreferenceConfig(
+            data=str(paths["pairwise"]), output_dir=str(tmp_path / "dpo"), loss="dpo", **common
+        )
+    )
     assert Path(out).exists()
-    preference.train(preference.PreferenceConfig(data=str(paths["binary"]), output_dir=str(tmp_path / "kto"),
-                                                 loss="kto", **common))
+    preference.train(
+        preference.PreferenceConfig(
+            data=str(paths["binary"]), output_dir=str(tmp_path / "kto"), loss="kto", **common
+        )
+    )

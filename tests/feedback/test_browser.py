@@ -9,14 +9,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -66,7 +73,9 @@ def login(page: Any, base: str, name: str, password: str) -> None:
 
 
 def card_ids(page: Any) -> list[int]:
-    return [int(x) for x in page.eval_on_selector_all("#responses .response", "els => els.map(e => e.dataset.id)")]
+    return [
+        int(x) for x in page.eval_on_selector_all("#responses .response", "els => els.map(e => e.dataset.id)")
+    ]
 
 
 def judgments(server: Any, cid: int) -> list[dict[str, Any]]:
@@ -79,20 +88,32 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     from playwright.sync_api import expect
 
     base = live_server.base_url
-    r = live_server.api("POST", "/api/users", token=live_server.admin_token,
-                        json={"name": "alice", "role": "annotator", "password": "alice-password"})
+    r = live_server.api(
+        "POST",
+        "/api/users",
+        token=live_server.admin_token,
+        json={"name": "alice", "role": "annotator", "password": "alice-password"},
+    )
     r.raise_for_status()
     models = ["m-good", "m-plain", "m-xss"]
     items = [
-        {"prompt": f"Question {i}: explain tides.", "responses": [
-            {"text": f"Tides come from the Moon's gravity ({i}).", "model": models[0]},
-            {"text": f"The sea moves ({i}).", "model": models[1]},
-            {"text": f"Hmm {XSS} tides ({i})", "model": models[2]},
-        ]}
+        {
+            "prompt": f"Question {i}: explain tides.",
+            "responses": [
+                {"text": f"Tides come from the Moon's gravity ({i}).", "model": models[0]},
+                {"text": f"The sea moves ({i}).", "model": models[1]},
+                {"text": f"Hmm {XSS} tides ({i})", "model": models[2]},
+            ],
+        }
         for i in range(3)
     ]
-    camp = live_server.create_campaign(name="Tides", annotators=["alice"], items=items, anonymous=True,
-                                       instructions="Rank the answers; ties are fine.")
+    camp = live_server.create_campaign(
+        name="Tides",
+        annotators=["alice"],
+        items=items,
+        anonymous=True,
+        instructions="Rank the answers; ties are fine.",
+    )
     cid = camp.id
 
     login(page, base, "alice", "alice-password")
@@ -158,7 +179,10 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     assert p["ratings"] == {str(a): 6.0}
     assert p["thumbs"] == {str(a): True, str(b): False}
     assert p["critique"] == "B is the most faithful."
-    assert p["edit"] == {"response_id": b, "text": "Tides are caused mainly by the Moon's gravity, and partly by the Sun's."}
+    assert p["edit"] == {
+        "response_id": b,
+        "text": "Tides are caused mainly by the Moon's gravity, and partly by the Sun's.",
+    }
 
     # task 2 with the mouse: a partial ranking is refused, then rating 4 + thumbs up on A
     a2, b2, c2 = card_ids(page)
@@ -208,8 +232,10 @@ def rank_all(server: Any, cid: int, token: str, order: list[str]) -> int:
             for r in c.get(f"/api/tasks/{task['task_id']}").json()["responses"]:
                 by_model[r["model"]] = r["id"]
             groups = [[by_model[m]] for m in order]
-            r = c.post(f"/api/tasks/{task['task_id']}/submit", json={"idempotency_key": f"k{task['task_id']}",
-                                                                     "ranking": groups})
+            r = c.post(
+                f"/api/tasks/{task['task_id']}/submit",
+                json={"idempotency_key": f"k{task['task_id']}", "ranking": groups},
+            )
             r.raise_for_status()
             n += 1
 
@@ -218,11 +244,19 @@ def test_leaderboard_and_report_pages(live_server: Any, page: Any, shots: Path) 
     from playwright.sync_api import expect
 
     models = ["alpha-7b", "beta-<b>bold</b>", "gamma-1b"]
-    items = [{"prompt": f"p{i}", "responses": [{"text": f"r{i}{j}", "model": m} for j, m in enumerate(models)]}
-             for i in range(4)]
+    items = [
+        {"prompt": f"p{i}", "responses": [{"text": f"r{i}{j}", "model": m} for j, m in enumerate(models)]}
+        for i in range(4)
+    ]
     names = ["ann1", "ann2", "ann3", "ann4"]
-    camp = live_server.create_campaign(name="Arena", annotators=names, items=items, overlap=4, anonymous=False,
-                                       feedback_types=["ranking", "pairwise"])
+    camp = live_server.create_campaign(
+        name="Arena",
+        annotators=names,
+        items=items,
+        overlap=4,
+        anonymous=False,
+        feedback_types=["ranking", "pairwise"],
+    )
     for name in names[:3]:
         assert rank_all(live_server, camp.id, camp.tokens[name], models) == 4
     assert rank_all(live_server, camp.id, camp.tokens["ann4"], models[::-1]) == 4  # the outlier
@@ -253,7 +287,8 @@ def test_leaderboard_and_report_pages(live_server: Any, page: Any, shots: Path) 
     expect(page.locator("#stat-cards")).to_contain_text("1 / 4")
     # only exports this ranking + pairwise campaign has data for
     expect(page.locator("#export-row button")).to_have_text(
-        ["pairwise · raw", "pairwise · consensus", "ranked · raw", "ranked · consensus"])
+        ["pairwise · raw", "pairwise · consensus", "ranked · raw", "ranked · consensus"]
+    )
     page.screenshot(path=str(shots / "report.png"), full_page=True)
     assert page.dialogs == [] and page.errors == []
 
@@ -273,10 +308,15 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     assert page.evaluate("localStorage.getItem('prefloop_token')") is None
 
     # a pairwise-only campaign: digits 1 / 2 pick A / B
-    live_server.api("POST", "/api/users", token=live_server.admin_token,
-                    json={"name": "bob", "role": "annotator", "password": "bob-password"}).raise_for_status()
-    camp = live_server.create_campaign(name="Pairs", annotators=["bob"], n_items=2, k=2, anonymous=False,
-                                       feedback_types=["pairwise"])
+    live_server.api(
+        "POST",
+        "/api/users",
+        token=live_server.admin_token,
+        json={"name": "bob", "role": "annotator", "password": "bob-password"},
+    ).raise_for_status()
+    camp = live_server.create_campaign(
+        name="Pairs", annotators=["bob"], n_items=2, k=2, anonymous=False, feedback_types=["pairwise"]
+    )
     # the first submission reaches the server, but its answer is lost on the way back (a dropped
     # connection): the page must retry with the same idempotency key, so exactly one judgment is stored
     keys: list[str] = []
@@ -309,5 +349,10 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     assert len(keys) == 3 and keys[2] != keys[0]  # a new task gets a fresh key
     stored = judgments(live_server, camp.id)
     assert [j["payload"]["pairwise"]["choice"] for j in stored] == ["b", "both_bad"]
-    assert stored[0]["payload"]["pairwise"] == {"a": a, "b": b, "choice": "b", "strength": "significantly_better"}
+    assert stored[0]["payload"]["pairwise"] == {
+        "a": a,
+        "b": b,
+        "choice": "b",
+        "strength": "significantly_better",
+    }
     assert page.dialogs == [] and page.errors == []

@@ -24,8 +24,9 @@ PER_ANNOTATOR = 50
 def _setup(server: Any, n_annotators: int, per_annotator: int, overlap: int) -> tuple[int, dict[str, str]]:
     names = [f"ann{i:02d}" for i in range(n_annotators)]
     n_items = n_annotators * per_annotator // overlap
-    camp = server.create_campaign(annotators=names, n_items=n_items, k=2, overlap=overlap,
-                                  feedback_types=["pairwise", "rating"])
+    camp = server.create_campaign(
+        annotators=names, n_items=n_items, k=2, overlap=overlap, feedback_types=["pairwise", "rating"]
+    )
     return camp.id, camp.tokens
 
 
@@ -35,8 +36,15 @@ class Annotator:
     Every `retry_every`-th submission is sent again with the same idempotency key, alternately
     right after the first answer and concurrently with it."""
 
-    def __init__(self, server: Any, cid: int, name: str, token: str, retry_every: int = 5,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        cid: int,
+        name: str,
+        token: str,
+        retry_every: int = 5,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.base_url, self.cid, self.name, self.token = server.base_url, cid, name, token
         self.retry_every = retry_every
         self.stop = stop or threading.Event()
@@ -59,8 +67,10 @@ class Annotator:
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
-        with httpx.Client(base_url=self.base_url, headers=headers, timeout=60) as client, \
-                ThreadPoolExecutor(2) as pool:
+        with (
+            httpx.Client(base_url=self.base_url, headers=headers, timeout=60) as client,
+            ThreadPoolExecutor(2) as pool,
+        ):
             n = 0
             while not self.stop.is_set():
                 try:
@@ -69,14 +79,22 @@ class Annotator:
                         return
                     a, b = (r["id"] for r in task["responses"])
                     key = f"{self.name}-{task['task_id']}"
-                    body = {"idempotency_key": key, "ratings": {str(a): 1 + n % 7},
-                            "pairwise": {"a": a, "b": b, "choice": "a" if n % 2 else "b", "strength": "better"}}
+                    body = {
+                        "idempotency_key": key,
+                        "ratings": {str(a): 1 + n % 7},
+                        "pairwise": {"a": a, "b": b, "choice": "a" if n % 2 else "b", "strength": "better"},
+                    }
                     self.attempted[(task["task_id"], key)] = body
                     n += 1
                     if n % self.retry_every == 0 and n % (2 * self.retry_every) == 0:
-                        answers = list(pool.map(lambda _: self._post(client, task["task_id"], body), range(2)))
+                        answers = list(
+                            pool.map(lambda _: self._post(client, task["task_id"], body), range(2))  # noqa: B023 - map runs now
+                        )
                     elif n % self.retry_every == 0:
-                        answers = [self._post(client, task["task_id"], body), self._post(client, task["task_id"], body)]
+                        answers = [
+                            self._post(client, task["task_id"], body),
+                            self._post(client, task["task_id"], body),
+                        ]
                     else:
                         answers = [self._post(client, task["task_id"], body)]
                     for answer in answers:
@@ -107,7 +125,9 @@ def _count_rows(db_url: str) -> tuple[int, int, list[tuple[int, str]]]:
     try:
         with engine.connect() as conn:
             n = conn.execute(text("SELECT count(*) FROM judgments")).scalar()
-            distinct = conn.execute(text("SELECT count(*) FROM (SELECT DISTINCT user_id, idempotency_key FROM judgments) t")).scalar()
+            distinct = conn.execute(
+                text("SELECT count(*) FROM (SELECT DISTINCT user_id, idempotency_key FROM judgments) t")
+            ).scalar()
             rows = [tuple(r) for r in conn.execute(text("SELECT id, idempotency_key FROM judgments"))]
     finally:
         engine.dispose()
@@ -122,11 +142,13 @@ def _check_concurrent_run(server: Any) -> None:
     assert not errors, errors[:5]
     acked = {k: v for a in annotators for k, v in a.acked.items()}
     assert all(len(a.acked) == PER_ANNOTATOR for a in annotators)
-    assert sum(a.duplicates for a in annotators) >= N_ANNOTATORS * PER_ANNOTATOR // 5  # the deliberate retries
+    assert (
+        sum(a.duplicates for a in annotators) >= N_ANNOTATORS * PER_ANNOTATOR // 5
+    )  # the deliberate retries
     n, distinct, rows = _count_rows(server.db_url)
     assert n == distinct == len(acked) == N_ANNOTATORS * PER_ANNOTATOR
     assert {(jid, key) for key, jid in acked.items()} == set(rows)
-    for name, tok in tokens.items():
+    for _name, tok in tokens.items():
         nxt = server.api("GET", f"/api/campaigns/{cid}/next", tok).json()
         assert nxt["task"] is None and nxt["progress"]["submitted"] == PER_ANNOTATOR
     print(f"\n{n} judgments from {N_ANNOTATORS} concurrent clients in {seconds:.1f}s ({n / seconds:.0f}/s)")
@@ -200,7 +222,9 @@ def test_kill_9_mid_load_keeps_every_acknowledged_judgment(server_factory: Any, 
             for (task, key), body in a.attempted.items():
                 if key in acked:
                     continue
-                r = client.post(f"/api/tasks/{task}/submit", json=body, headers={"Authorization": f"Bearer {a.token}"})
+                r = client.post(
+                    f"/api/tasks/{task}/submit", json=body, headers={"Authorization": f"Bearer {a.token}"}
+                )
                 assert r.status_code == 200, r.text
                 assert r.json()["duplicate"] == (key in stored)
     n, distinct, _ = _count_rows(server.db_url)

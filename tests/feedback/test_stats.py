@@ -28,7 +28,12 @@ def test_alpha_nominal_two_annotators_by_hand():
     # o_aa = 2, o_ab = o_ba = 1, o_bb = 4 -> n_a = 3, n_b = 5, n = 8
     # observed disagreement sum = o_ab + o_ba = 2; expected sum = 2 * n_a * n_b = 30
     # alpha = 1 - (n - 1) * 2 / 30 = 1 - 14/30 = 16/30
-    units = {1: {"A": "a", "B": "a"}, 2: {"A": "a", "B": "b"}, 3: {"A": "b", "B": "b"}, 4: {"A": "b", "B": "b"}}
+    units = {
+        1: {"A": "a", "B": "a"},
+        2: {"A": "a", "B": "b"},
+        3: {"A": "b", "B": "b"},
+        4: {"A": "b", "B": "b"},
+    }
     assert krippendorff_alpha(units, "nominal") == pytest.approx(16 / 30)
 
 
@@ -79,7 +84,12 @@ def test_kendall_tau_without_and_with_ties():
 
 def test_groups_to_ranks_mid_ranks():
     assert groups_to_ranks([["a", "b"], ["c"], ["d", "e", "f"]]) == {
-        "a": 1.5, "b": 1.5, "c": 3.0, "d": 5.0, "e": 5.0, "f": 5.0
+        "a": 1.5,
+        "b": 1.5,
+        "c": 3.0,
+        "d": 5.0,
+        "e": 5.0,
+        "f": 5.0,
     }
 
 
@@ -117,8 +127,10 @@ def test_ranked_pairs_tennessee_example():
     # N beats everyone (58% each), C beats K (83%) and M (58%), K beats M (58%) -> N, C, K, M
     m, n, c, k = "Memphis", "Nashville", "Chattanooga", "Knoxville"
     rankings = (
-        [[[m], [n], [c], [k]]] * 42 + [[[n], [c], [k], [m]]] * 26
-        + [[[c], [k], [n], [m]]] * 15 + [[[k], [c], [n], [m]]] * 17
+        [[[m], [n], [c], [k]]] * 42
+        + [[[n], [c], [k], [m]]] * 26
+        + [[[c], [k], [n], [m]]] * 15
+        + [[[k], [c], [n], [m]]] * 17
     )
     assert ranked_pairs(rankings) == [[n], [c], [k], [m]]
 
@@ -198,5 +210,7 @@ def test_bradley_terry_bootstrap_ci_covers_truth():
         assert row["ci_low"] < t < row["ci_high"], (i, row)
         assert row["ci_high"] - row["ci_low"] < 0.4
         assert row["ci_low"] <= row["score"] <= row["ci_high"]
-    assert bradley_terry(comps[:300], n_bootstrap=20, seed=3) == bradley_terry(comps[:300], n_bootstrap=20, seed=3)
+    assert bradley_terry(comps[:300], n_bootstrap=20, seed=3) == bradley_terry(
+        comps[:300], n_bootstrap=20, seed=3
+    )
     assert bradley_terry([]) == {}

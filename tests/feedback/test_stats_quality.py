@@ -9,15 +9,29 @@ import pytest
 from prefloop.feedback import quality
 from prefloop.feedback.ratings import elo
 
-RESPONSES_1 = [{"id": 1, "model": "m1", "text": "one"}, {"id": 2, "model": "m2", "text": "two"},
-               {"id": 3, "model": "m3", "text": "three"}]
-RESPONSES_2 = [{"id": 4, "model": "m1", "text": "four"}, {"id": 5, "model": "m2", "text": "five"},
-               {"id": 6, "model": "m3", "text": "six"}]
+RESPONSES_1 = [
+    {"id": 1, "model": "m1", "text": "one"},
+    {"id": 2, "model": "m2", "text": "two"},
+    {"id": 3, "model": "m3", "text": "three"},
+]
+RESPONSES_2 = [
+    {"id": 4, "model": "m1", "text": "four"},
+    {"id": 5, "model": "m2", "text": "five"},
+    {"id": 6, "model": "m3", "text": "six"},
+]
 
 
 def judgment(jid, item, who, responses, payload, gold=None):
-    return {"judgment_id": jid, "item_id": item, "annotator": who, "is_gold": gold is not None, "gold": gold,
-            "prompt": f"prompt {item}", "responses": responses, "payload": payload}
+    return {
+        "judgment_id": jid,
+        "item_id": item,
+        "annotator": who,
+        "is_gold": gold is not None,
+        "gold": gold,
+        "prompt": f"prompt {item}",
+        "responses": responses,
+        "payload": payload,
+    }
 
 
 def four_annotators():
@@ -62,8 +76,14 @@ def test_gold_accuracy_pairwise_and_ranking():
         # gold {"chosen": 0} = response 7 beats 8: A right (1), B tie (0.5), D wrong (0)
         judgment(1, 3, "A", gold_resp, {"pairwise": {"a": 7, "b": 8, "choice": "a"}}, gold={"chosen": 0}),
         judgment(2, 3, "B", gold_resp, {"pairwise": {"a": 8, "b": 7, "choice": "tie"}}, gold={"chosen": 0}),
-        judgment(3, 3, "D", gold_resp, {"pairwise": {"a": 8, "b": 7, "choice": "a", "strength": "better"}},
-                 gold={"chosen": 0}),
+        judgment(
+            3,
+            3,
+            "D",
+            gold_resp,
+            {"pairwise": {"a": 8, "b": 7, "choice": "a", "strength": "better"}},
+            gold={"chosen": 0},
+        ),
         # gold ranking [[0], [1, 2]]: pairs 1>2 and 1>3 (2~3 unscored); D says 2 > 1 > 3 -> 1 of 2 -> 0.5
         judgment(4, 1, "D", RESPONSES_1, {"ranking": [[2], [1], [3]]}, gold={"ranking": [[0], [1, 2]]}),
         judgment(5, 1, "A", RESPONSES_1, {"ranking": [[1], [2, 3]]}),  # not gold: no score
@@ -95,8 +115,10 @@ def test_consensus_ranking_mixes_rankings_and_pairwise():
     # pairwise votes for 3 over 1 (x3) plus one ranking 1 > 2 > 3:
     # P(3>1) = 3 vs 1 -> margin 2 locked first; 1>2 (1) and 2>3 (1) by first appearance: 1>2 locked,
     # 2>3 would close 3>1>2>3 -> skipped -> 3, 1, 2
-    pw = [judgment(10 + i, 1, w, RESPONSES_1, {"pairwise": {"a": 3, "b": 1, "choice": "a"}}) for i, w in
-          enumerate("XYZ")]
+    pw = [
+        judgment(10 + i, 1, w, RESPONSES_1, {"pairwise": {"a": 3, "b": 1, "choice": "a"}})
+        for i, w in enumerate("XYZ")
+    ]
     assert quality.consensus_ranking([js[0], *pw]) == [[3], [1], [2]]
     # ties and both_bad make groups; nothing judged -> []
     tie = judgment(20, 1, "A", RESPONSES_1, {"pairwise": {"a": 1, "b": 2, "choice": "both_bad"}})
@@ -105,8 +127,9 @@ def test_consensus_ranking_mixes_rankings_and_pairwise():
 
 
 def test_pair_outcomes_pairwise_overrides_ranking():
-    j = judgment(1, 1, "A", RESPONSES_1, {"ranking": [[1], [2], [3]],
-                                          "pairwise": {"a": 2, "b": 1, "choice": "a"}})
+    j = judgment(
+        1, 1, "A", RESPONSES_1, {"ranking": [[1], [2], [3]], "pairwise": {"a": 2, "b": 1, "choice": "a"}}
+    )
     # sorted pair ("1","2"): ranking says first (1) wins, explicit choice says 2 wins -> "second"
     assert quality.pair_outcomes(j) == {("1", "2"): "second", ("1", "3"): "first", ("2", "3"): "first"}
 
@@ -118,8 +141,13 @@ def test_leaderboard_from_pairwise_and_rankings():
         # ranking [[6], [4, 5]] = m3 > m1 ~ m2: comparisons (m1,m2,tie), (m1,m3,0), (m2,m3,0)
         judgment(2, 2, "B", RESPONSES_2, {"ranking": [[6], [4, 5]]}),
         # same model on both sides never counts
-        judgment(3, 3, "C", [{"id": 9, "model": "m1", "text": "x"}, {"id": 10, "model": "m1", "text": "y"}],
-                 {"pairwise": {"a": 9, "b": 10, "choice": "a"}}),
+        judgment(
+            3,
+            3,
+            "C",
+            [{"id": 9, "model": "m1", "text": "x"}, {"id": 10, "model": "m1", "text": "y"}],
+            {"pairwise": {"a": 9, "b": 10, "choice": "a"}},
+        ),
     ]
     comps = quality.model_comparisons(js)
     assert comps == [("m1", "m2", 1.0), ("m1", "m2", 0.5), ("m1", "m3", 0.0), ("m2", "m3", 0.0)]
@@ -150,8 +178,14 @@ def test_leaderboard_png_and_text_report():
 
 def test_empty_campaign_is_valid_json():
     report = quality.quality_report([])
-    assert report == {"n_judgments": 0, "n_items": 0, "annotators": [], "krippendorff_alpha_ratings": None,
-                      "krippendorff_alpha_rankings": None, "percent_agreement_pairs": None}
+    assert report == {
+        "n_judgments": 0,
+        "n_items": 0,
+        "annotators": [],
+        "krippendorff_alpha_ratings": None,
+        "krippendorff_alpha_rankings": None,
+        "percent_agreement_pairs": None,
+    }
     assert quality.leaderboard([]) == {"elo": [], "bradley_terry": [], "n_comparisons": 0}
     assert quality.consensus_ranking([]) == []
     assert "0 comparisons" in quality.report_text(quality.campaign_report([]))

@@ -35,8 +35,16 @@ def _items(n: int, k: int = 3, gold_every: int = 0) -> list[dict]:
 
 def _campaign(store: Store, n_items: int, annotators: list[str], overlap: int, gold_every: int = 0) -> int:
     with store.write() as s:
-        c = Campaign(name="c", feedback_types=["ranking", "pairwise", "rating"], overlap=overlap, anonymous=True,
-                     rating_lo=1, rating_hi=7, instructions="", created_at=utcnow())
+        c = Campaign(
+            name="c",
+            feedback_types=["ranking", "pairwise", "rating"],
+            overlap=overlap,
+            anonymous=True,
+            rating_lo=1,
+            rating_hi=7,
+            instructions="",
+            created_at=utcnow(),
+        )
         s.add(c)
         s.flush()
         insert_items(s, c, _items(n_items, gold_every=gold_every))
@@ -48,8 +56,10 @@ def _campaign(store: Store, n_items: int, annotators: list[str], overlap: int, g
 def _assignments(store: Store, cid: int) -> list[tuple[int, str]]:
     with store.read() as s:
         rows = s.execute(
-            select(Assignment.item_id, User.name).join(User, User.id == Assignment.user_id)
-            .where(Assignment.campaign_id == cid).order_by(Assignment.item_id, User.name)
+            select(Assignment.item_id, User.name)
+            .join(User, User.id == Assignment.user_id)
+            .where(Assignment.campaign_id == cid)
+            .order_by(Assignment.item_id, User.name)
         ).all()
     return [tuple(r) for r in rows]
 
@@ -107,31 +117,40 @@ def test_sqlite_connection_settings(tmp_path) -> None:
 def test_idempotency_key_unique_per_annotator(store: Store) -> None:
     cid = _campaign(store, 2, ["alice", "bob"], overlap=2)
     with store.read() as s:
-        tasks = s.execute(select(Assignment.id, Assignment.item_id, Assignment.user_id)
-                          .where(Assignment.campaign_id == cid).order_by(Assignment.id)).all()
+        tasks = s.execute(
+            select(Assignment.id, Assignment.item_id, Assignment.user_id)
+            .where(Assignment.campaign_id == cid)
+            .order_by(Assignment.id)
+        ).all()
 
     def judgment(task, key):
-        return Judgment(assignment_id=task[0], campaign_id=cid, item_id=task[1], user_id=task[2],
-                        idempotency_key=key, payload={}, undone=False, created_at=utcnow())
+        return Judgment(
+            assignment_id=task[0],
+            campaign_id=cid,
+            item_id=task[1],
+            user_id=task[2],
+            idempotency_key=key,
+            payload={},
+            undone=False,
+            created_at=utcnow(),
+        )
 
     by_user = {}
     for t in tasks:
         by_user.setdefault(t[2], []).append(t)
-    (u1, (t1a, t1b)), (_u2, (t2a, _)) = sorted(by_user.items())
+    (_u1, (t1a, t1b)), (_u2, (t2a, _)) = sorted(by_user.items())
     with store.write() as s:
         s.add(judgment(t1a, "k"))
         s.add(judgment(t2a, "k"))  # same key, another annotator: fine
-    with pytest.raises(IntegrityError):
-        with store.write() as s:
-            s.add(judgment(t1b, "k"))
+    with pytest.raises(IntegrityError), store.write() as s:
+        s.add(judgment(t1b, "k"))
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(Judgment)) == 2
 
 
 def test_foreign_keys_enforced(store: Store) -> None:
-    with pytest.raises(IntegrityError):
-        with store.write() as s:
-            s.add(Assignment(campaign_id=999, item_id=999, user_id=999, status="pending", updated_at=utcnow()))
+    with pytest.raises(IntegrityError), store.write() as s:
+        s.add(Assignment(campaign_id=999, item_id=999, user_id=999, status="pending", updated_at=utcnow()))
 
 
 def test_assignment_overlap_balanced_and_deterministic(db_url: str, tmp_path) -> None:
@@ -190,16 +209,36 @@ def test_gold_items_go_to_every_annotator(store: Store) -> None:
 def test_campaign_judgments_hand_off(store: Store) -> None:
     cid = _campaign(store, 2, ["alice"], overlap=1, gold_every=2)
     with store.write() as s:
-        tasks = s.scalars(select(Assignment).where(Assignment.campaign_id == cid).order_by(Assignment.id)).all()
+        tasks = s.scalars(
+            select(Assignment).where(Assignment.campaign_id == cid).order_by(Assignment.id)
+        ).all()
         for n, t in enumerate(tasks):
-            s.add(Judgment(assignment_id=t.id, campaign_id=cid, item_id=t.item_id, user_id=t.user_id,
-                           idempotency_key=f"k{n}", payload={"ratings": {"1": 3}}, undone=(n == 1),
-                           created_at=utcnow()))
+            s.add(
+                Judgment(
+                    assignment_id=t.id,
+                    campaign_id=cid,
+                    item_id=t.item_id,
+                    user_id=t.user_id,
+                    idempotency_key=f"k{n}",
+                    payload={"ratings": {"1": 3}},
+                    undone=(n == 1),
+                    created_at=utcnow(),
+                )
+            )
     with store.read() as s:
         out = campaign_judgments(s, cid)
     assert len(out) == 1  # the undone one is left out
     j = out[0]
-    assert set(j) == {"judgment_id", "item_id", "annotator", "is_gold", "gold", "prompt", "responses", "payload"}
+    assert set(j) == {
+        "judgment_id",
+        "item_id",
+        "annotator",
+        "is_gold",
+        "gold",
+        "prompt",
+        "responses",
+        "payload",
+    }
     assert j["annotator"] == "alice" and j["is_gold"] is True and j["gold"] == {"chosen": 0}
     assert [r["model"] for r in j["responses"]] == ["m0", "m1", "m2"]
     assert j["prompt"] == "p0" and j["payload"] == {"ratings": {"1": 3}}

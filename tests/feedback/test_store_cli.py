@@ -21,18 +21,46 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 
 
 def _tokens(out: str) -> dict[str, str]:
-    return {line.split("\t")[0].strip(): line.split("\t")[1] for line in out.splitlines() if line.startswith("  ")}
+    return {
+        line.split("\t")[0].strip(): line.split("\t")[1] for line in out.splitlines() if line.startswith("  ")
+    }
 
 
 def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
-    generated = _write_jsonl(tmp_path / "samples.jsonl", [  # the `prefloop generate` output format
-        {"prompt": f"q{i}", "responses": [{"text": f"q{i} a", "model": "ckpt-1", "logprob": -3.2},
-                                          {"text": f"q{i} b", "model": "ckpt-2", "logprob": -4.0}]}
-        for i in range(4)
-    ])
-    cli.main(["create", "--db", db, "--name", "demo", "--items", str(generated), "--feedback-types", "pairwise",
-              "edit", "--overlap", "2", "--annotators", "ann1", "ann2"], command="campaign")
+    generated = _write_jsonl(
+        tmp_path / "samples.jsonl",
+        [  # the `prefloop generate` output format
+            {
+                "prompt": f"q{i}",
+                "responses": [
+                    {"text": f"q{i} a", "model": "ckpt-1", "logprob": -3.2},
+                    {"text": f"q{i} b", "model": "ckpt-2", "logprob": -4.0},
+                ],
+            }
+            for i in range(4)
+        ],
+    )
+    cli.main(
+        [
+            "create",
+            "--db",
+            db,
+            "--name",
+            "demo",
+            "--items",
+            str(generated),
+            "--feedback-types",
+            "pairwise",
+            "edit",
+            "--overlap",
+            "2",
+            "--annotators",
+            "ann1",
+            "ann2",
+        ],
+        command="campaign",
+    )
     out = capsys.readouterr().out
     assert "created campaign 1" in out and "with 4 items" in out
     tokens = _tokens(out)
@@ -48,25 +76,42 @@ def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     store = Store(db)
     with store.read() as s:
         user = user_for_token(s, tokens["ann1"])
-        tasks = s.scalars(select(Assignment).where(Assignment.user_id == user.id).order_by(Assignment.id)).all()
-        resp = {t.id: [r.id for r in s.scalars(select(Response).where(Response.item_id == t.item_id)
-                                                  .order_by(Response.position))] for t in tasks}
+        tasks = s.scalars(
+            select(Assignment).where(Assignment.user_id == user.id).order_by(Assignment.id)
+        ).all()
+        resp = {
+            t.id: [
+                r.id
+                for r in s.scalars(
+                    select(Response).where(Response.item_id == t.item_id).order_by(Response.position)
+                )
+            ]
+            for t in tasks
+        }
     for n, t in enumerate(tasks):
         a, b = resp[t.id]
-        body = SubmitIn(idempotency_key=f"k{n}", pairwise={"a": a, "b": b, "choice": "a", "strength": "slightly_better"},
-                        edit={"response_id": b, "text": f"fixed {n}"})
+        body = SubmitIn(
+            idempotency_key=f"k{n}",
+            pairwise={"a": a, "b": b, "choice": "a", "strength": "slightly_better"},
+            edit={"response_id": b, "text": f"fixed {n}"},
+        )
         submit_judgment(store, t.id, body, user)
     store.dispose()
     out_file = tmp_path / "prefs.jsonl"
-    cli.main(["export", "--db", db, "--campaign", "1", "--kind", "pairwise", "--output", str(out_file)], command="campaign")
+    cli.main(
+        ["export", "--db", db, "--campaign", "1", "--kind", "pairwise", "--output", str(out_file)],
+        command="campaign",
+    )
     assert f"wrote {len(tasks)} pairwise records" in capsys.readouterr().out
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert all(r["margin"] == 1.0 and r["chosen"].endswith((" a", "one")) for r in rows)
     models = {r["meta"]["chosen_model"] for r in rows}
     assert models <= {"ckpt-1", None}  # the producing checkpoint is kept
     demo_file = tmp_path / "demos.jsonl"
-    cli.main(["export", "--db", db, "--campaign", "1", "--kind", "demonstration", "--output", str(demo_file)],
-             command="campaign")
+    cli.main(
+        ["export", "--db", db, "--campaign", "1", "--kind", "demonstration", "--output", str(demo_file)],
+        command="campaign",
+    )
     io = pytest.importorskip("prefloop.data.io")
     demos = io.read_records(demo_file, kind="demonstration")
     assert sorted(d.response for d in demos) == sorted(f"fixed {n}" for n in range(len(tasks)))
@@ -98,7 +143,9 @@ def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_bad_items_file_names_file_line_and_field(tmp_path: Path, rows: list, needle: str) -> None:
     path = _write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(SystemExit) as exc:
-        cli.main(["create", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--items", str(path)], command="campaign")
+        cli.main(
+            ["create", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--items", str(path)], command="campaign"
+        )
     assert f"bad.jsonl{needle}" in str(exc.value)
 
 
@@ -115,17 +162,33 @@ def test_unknown_subcommand_and_help(capsys: pytest.CaptureFixture) -> None:
 
 def test_items_from_several_files_merge_by_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Two `prefloop generate` runs (two models) become one item per prompt holding both models' responses."""
-    a = _write_jsonl(tmp_path / "a.jsonl", [
-        {"prompt": p, "responses": [{"text": f"{p} a{j}", "model": "m-a"} for j in range(2)]} for p in ("p1", "p2")
-    ])
-    b = _write_jsonl(tmp_path / "b.jsonl", [
-        {"prompt": "p2", "responses": [{"text": "p2 b0", "model": "m-b"}]},
-        {"prompt": "p3", "responses": [{"text": "p3 b0", "model": "m-b"}, {"text": "p3 b1", "model": "m-b"}]},
-        {"prompt": "p1", "responses": ["a b", "c d"], "gold": {"chosen": 0}},  # gold: kept as its own item
-    ])
+    a = _write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"prompt": p, "responses": [{"text": f"{p} a{j}", "model": "m-a"} for j in range(2)]}
+            for p in ("p1", "p2")
+        ],
+    )
+    b = _write_jsonl(
+        tmp_path / "b.jsonl",
+        [
+            {"prompt": "p2", "responses": [{"text": "p2 b0", "model": "m-b"}]},
+            {
+                "prompt": "p3",
+                "responses": [{"text": "p3 b0", "model": "m-b"}, {"text": "p3 b1", "model": "m-b"}],
+            },
+            {
+                "prompt": "p1",
+                "responses": ["a b", "c d"],
+                "gold": {"chosen": 0},
+            },  # gold: kept as its own item
+        ],
+    )
     items = cli.read_item_files([a, b])
     assert [(i["prompt"], [r["text"] for r in i["responses"]]) for i in items] == [
-        ("p1", ["p1 a0", "p1 a1"]), ("p2", ["p2 a0", "p2 a1", "p2 b0"]), ("p3", ["p3 b0", "p3 b1"]),
+        ("p1", ["p1 a0", "p1 a1"]),
+        ("p2", ["p2 a0", "p2 a1", "p2 b0"]),
+        ("p3", ["p3 b0", "p3 b1"]),
         ("p1", ["a b", "c d"]),
     ]
     assert [r["model"] for r in items[1]["responses"]] == ["m-a", "m-a", "m-b"]
@@ -134,28 +197,55 @@ def test_items_from_several_files_merge_by_prompt(tmp_path: Path, capsys: pytest
     assert "with 4 items" in capsys.readouterr().out
 
 
-def test_identical_texts_of_two_models_export_to_readable_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_identical_texts_of_two_models_export_to_readable_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Two models writing the same answer: exports stay readable by `read_records` (the training readers)."""
     from prefloop.data.io import read_records
     from prefloop.feedback.export import export_records
 
-    a = _write_jsonl(tmp_path / "a.jsonl", [{"prompt": "p", "responses": [{"text": "same", "model": "m-a"},
-                                                                          {"text": "worst", "model": "m-a"}]}])
-    b = _write_jsonl(tmp_path / "b.jsonl", [{"prompt": "p", "responses": [{"text": "same", "model": "m-b"},
-                                                                          {"text": "good", "model": "m-b"}]}])
+    a = _write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"prompt": "p", "responses": [{"text": "same", "model": "m-a"}, {"text": "worst", "model": "m-a"}]}],
+    )
+    b = _write_jsonl(
+        tmp_path / "b.jsonl",
+        [{"prompt": "p", "responses": [{"text": "same", "model": "m-b"}, {"text": "good", "model": "m-b"}]}],
+    )
     db = f"sqlite:///{tmp_path / 'd.db'}"
-    cli.main(["create", "--db", db, "--items", str(a), str(b), "--feedback-types", "ranking", "pairwise",
-              "--annotators", "ann"], command="campaign")
+    cli.main(
+        [
+            "create",
+            "--db",
+            db,
+            "--items",
+            str(a),
+            str(b),
+            "--feedback-types",
+            "ranking",
+            "pairwise",
+            "--annotators",
+            "ann",
+        ],
+        command="campaign",
+    )
     token = _tokens(capsys.readouterr().out)["ann"]
     store = Store(db)
     with store.read() as s:
         user = user_for_token(s, token)
         task = s.scalars(select(Assignment).where(Assignment.user_id == user.id)).one()
-        ids = [r.id for r in s.scalars(select(Response).where(Response.item_id == task.item_id)
-                                        .order_by(Response.position))]  # same(m-a), worst, same(m-b), good
+        ids = [
+            r.id
+            for r in s.scalars(
+                select(Response).where(Response.item_id == task.item_id).order_by(Response.position)
+            )
+        ]  # same(m-a), worst, same(m-b), good
     # the copies ranked apart (0 and 2) and compared against each other
-    body = SubmitIn(idempotency_key="k", ranking=[[ids[0]], [ids[3]], [ids[2]], [ids[1]]],
-                    pairwise={"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"})
+    body = SubmitIn(
+        idempotency_key="k",
+        ranking=[[ids[0]], [ids[3]], [ids[2]], [ids[1]]],
+        pairwise={"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"},
+    )
     submit_judgment(store, task.id, body, user)
     with store.read() as s:
         ranked = export_records(s, 1, "ranked", "raw")
@@ -168,9 +258,24 @@ def test_identical_texts_of_two_models_export_to_readable_records(tmp_path: Path
     assert r.meta["models"] == ["m-a+m-b", "m-a", "m-b"] and r.meta["merged_copies"] == 1
     # the ranking's pairs by response, less 'same' over 'same'
     assert sorted((p.chosen, p.rejected) for p in cons) == sorted(
-        [("same", "good"), ("same", "worst"), ("good", "same"), ("good", "worst"), ("same", "worst")])
+        [("same", "good"), ("same", "worst"), ("good", "same"), ("good", "worst"), ("same", "worst")]
+    )
     for kind, records in [("ranked", ranked), ("pairwise", cons)]:
         out = tmp_path / f"{kind}.jsonl"
-        cli.main(["export", "--db", db, "--campaign", "1", "--kind", kind, "--mode",
-                  "raw" if kind == "ranked" else "consensus", "--output", str(out)], command="campaign")
+        cli.main(
+            [
+                "export",
+                "--db",
+                db,
+                "--campaign",
+                "1",
+                "--kind",
+                kind,
+                "--mode",
+                "raw" if kind == "ranked" else "consensus",
+                "--output",
+                str(out),
+            ],
+            command="campaign",
+        )
         assert len(read_records(out)) == len(records)

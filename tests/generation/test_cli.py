@@ -10,12 +10,27 @@ from prefloop.cli import main
 def test_generate_writes_k_responses_per_prompt(tmp_path):
     data = tmp_path / "prompts.jsonl"
     data.write_text(
-        json.dumps({"prompt": "Tell me about dogs."}) + "\n"
-        + json.dumps({"prompt": [{"role": "user", "content": "Hi!"}]}) + "\n"
+        json.dumps({"prompt": "Tell me about dogs."})
+        + "\n"
+        + json.dumps({"prompt": [{"role": "user", "content": "Hi!"}]})
+        + "\n"
     )
     out = tmp_path / "gen" / "out.jsonl"
-    argv = ["generate", "--model", "tiny", "--data", str(data), "--num-responses", "2",
-            "--output", str(out), "--max-new-tokens", "4", "--seed", "3"]
+    argv = [
+        "generate",
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--num-responses",
+        "2",
+        "--output",
+        str(out),
+        "--max-new-tokens",
+        "4",
+        "--seed",
+        "3",
+    ]
     main(argv)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["prompt"] for line in lines] == ["Tell me about dogs.", [{"role": "user", "content": "Hi!"}]]

@@ -85,6 +85,8 @@ def test_generates_from_a_lora_model(tiny_tokenizer):
     from prefloop.models.load import apply_lora, load_causal_lm
 
     model = apply_lora(load_causal_lm("tiny"), r=2, alpha=4).train()
-    (completions,) = HFGenerator(model, tiny_tokenizer, max_new_tokens=3).generate(["Hi"], num_responses=2, seed=0)
+    (completions,) = HFGenerator(model, tiny_tokenizer, max_new_tokens=3).generate(
+        ["Hi"], num_responses=2, seed=0
+    )
     assert len(completions) == 2 and all(c.token_ids for c in completions)
     assert model.training  # generation switched to eval and back

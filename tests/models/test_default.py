@@ -70,7 +70,9 @@ def test_fix_tokenizer_sets_a_dedicated_pad_and_a_chat_template(tiny_tokenizer):
     tok.chat_template = None
     D.fix_tokenizer(tok)
     assert tok.pad_token == "<|endoftext|>" and tok.pad_token_id == 0
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
 
 

@@ -86,9 +86,8 @@ def test_disabled_adapter_is_the_base_model(tiny_lm, batch):
     assert (adapted - base).abs().max() > 1e-3
     torch.testing.assert_close(reference, base)
     torch.testing.assert_close(after, adapted)  # the adapter is back on after the block
-    with pytest.raises(TypeError):
-        with L.disabled_adapter(torch.nn.Linear(2, 2)):
-            pass
+    with pytest.raises(TypeError), L.disabled_adapter(torch.nn.Linear(2, 2)):
+        pass
 
 
 def _rewards(model, batch):
@@ -102,7 +101,9 @@ def test_llama_reward_model_reads_the_last_real_token(tiny_tokenizer, batch):
     assert model.config.num_labels == 1 and model.config.pad_token_id == tiny_tokenizer.pad_token_id
     padded = _rewards(model, batch)
     n = int(batch["attention_mask"][0].sum())
-    alone = _rewards(model, {"input_ids": batch["input_ids"][:1, :n], "attention_mask": batch["attention_mask"][:1, :n]})
+    alone = _rewards(
+        model, {"input_ids": batch["input_ids"][:1, :n], "attention_mask": batch["attention_mask"][:1, :n]}
+    )
     assert padded.shape == (2,)
     torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-5)
 

@@ -40,16 +40,83 @@ def tiny_weights():
 
 
 SMOKE = {
-    "sft": ("sft", ["--config", "examples/sft.yaml", "--max-steps", "2", "--learning-rate", "1e-3",
-                    "--report-to-tensorboard", "yes", "--eval-fraction", "0.25"]),
-    "reward-ranked-pl": ("reward", ["--data", "examples/data/ranked.jsonl", "--ranking-kind", "plackett_luce",
-                                    "--max-steps", "2", "--batch-size", "4", "--learning-rate", "1e-3"]),
-    "reward-lora": ("reward", ["--data", "examples/data/pairs.jsonl", "--lora", "--lora-r", "4", "--max-steps", "2",
-                               "--batch-size", "4", "--learning-rate", "1e-2"]),
-    "ipo-chat": ("ipo", ["--config", "examples/ipo.yaml", "--data", "examples/data/chat_pairs.jsonl",
-                         "--max-steps", "2", "--learning-rate", "1e-3", "--eval-fraction", "0.25"]),
-    "kto": ("kto", ["--config", "examples/kto.yaml", "--max-steps", "2", "--learning-rate", "1e-3",
-                    "--gradient-checkpointing", "--eval-fraction", "0.25", "--eval-steps", "1"]),
+    "sft": (
+        "sft",
+        [
+            "--config",
+            "examples/sft.yaml",
+            "--max-steps",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--report-to-tensorboard",
+            "yes",
+            "--eval-fraction",
+            "0.25",
+        ],
+    ),
+    "reward-ranked-pl": (
+        "reward",
+        [
+            "--data",
+            "examples/data/ranked.jsonl",
+            "--ranking-kind",
+            "plackett_luce",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--learning-rate",
+            "1e-3",
+        ],
+    ),
+    "reward-lora": (
+        "reward",
+        [
+            "--data",
+            "examples/data/pairs.jsonl",
+            "--lora",
+            "--lora-r",
+            "4",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--learning-rate",
+            "1e-2",
+        ],
+    ),
+    "ipo-chat": (
+        "ipo",
+        [
+            "--config",
+            "examples/ipo.yaml",
+            "--data",
+            "examples/data/chat_pairs.jsonl",
+            "--max-steps",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--eval-fraction",
+            "0.25",
+        ],
+    ),
+    "kto": (
+        "kto",
+        [
+            "--config",
+            "examples/kto.yaml",
+            "--max-steps",
+            "2",
+            "--learning-rate",
+            "1e-3",
+            "--gradient-checkpointing",
+            "--eval-fraction",
+            "0.25",
+            "--eval-steps",
+            "1",
+        ],
+    ),
     "pl_dpo": ("dpo", ["--config", "examples/pl_dpo.yaml", "--max-steps", "2", "--learning-rate", "1e-3"]),
 }
 
@@ -63,7 +130,7 @@ def test_command_smoke(case, tmp_path, monkeypatch, tiny_weights):
     rows = train_rows(out)
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
-        assert REQUIRED <= set(row), row
+        assert set(row) >= REQUIRED, row
         assert math.isfinite(row["loss"]) and row["tokens"] > 0
     config = (out / "config.yaml").read_text()
     assert "model: tiny" in config
@@ -108,13 +175,23 @@ def test_reward_bias_makes_mean_training_reward_zero(tmp_path, monkeypatch, tiny
     from prefloop.rewards.model import RewardModelScorer
 
     monkeypatch.chdir(REPO)
-    out = run("reward", tmp_path / "rm", "--config", "examples/reward.yaml", "--max-steps", "3",
-              "--learning-rate", "1e-3")  # the example: eval_fraction 0.25, use_margin
+    out = run(
+        "reward",
+        tmp_path / "rm",
+        "--config",
+        "examples/reward.yaml",
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+    )  # the example: eval_fraction 0.25, use_margin
     rows = train_rows(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert REQUIRED | {"accuracy", "margin", "target_margin"} <= set(rows[0])
     assert not torch.equal(weights(out / "final")[PROBE], tiny_weights[PROBE])
-    assert AutoModelForSequenceClassification.from_pretrained(out / "final", num_labels=1).config.num_labels == 1
+    assert (
+        AutoModelForSequenceClassification.from_pretrained(out / "final", num_labels=1).config.num_labels == 1
+    )
 
     records = read_records(DATA / "pairs.jsonl")
     train_idx, eval_idx = common.split_eval(len(records), 0.25, seed=0)
@@ -130,8 +207,18 @@ def test_reward_bias_makes_mean_training_reward_zero(tmp_path, monkeypatch, tiny
     assert result["num_eval"] == 4 and result["num_train"] == 12
 
 
-DPO_MOVES = ["--batch-size", "4", "--grad-accum", "2", "--max-steps", "3", "--learning-rate", "3e-3",
-             "--lr-scheduler", "constant"]
+DPO_MOVES = [
+    "--batch-size",
+    "4",
+    "--grad-accum",
+    "2",
+    "--max-steps",
+    "3",
+    "--learning-rate",
+    "3e-3",
+    "--lr-scheduler",
+    "constant",
+]
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +255,22 @@ def test_precomputed_reference_equals_live(dpo_moves_run, eight_pairs, tmp_path)
 
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    args = ["--data", str(DATA / "pairs.jsonl"), "--max-steps", "4", "--save-steps", "2", "--batch-size", "4",
-            "--learning-rate", "1e-3", "--warmup-steps", "1", "--lr-scheduler", "linear"]
+    args = [
+        "--data",
+        str(DATA / "pairs.jsonl"),
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--warmup-steps",
+        "1",
+        "--lr-scheduler",
+        "linear",
+    ]
     full = run("dpo", tmp_path / "full", *args)
     assert (full / "checkpoints" / "step-2").is_dir()
 
@@ -199,7 +300,16 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("command,data", [("sft", "sft.jsonl"), ("kto", "binary.jsonl")])
 def test_batch_times_accumulation_equivalence(command, data, tmp_path):
-    base = ["--data", str(DATA / data), "--max-steps", "2", "--learning-rate", "1e-3", "--max-grad-norm", "1e9"]
+    base = [
+        "--data",
+        str(DATA / data),
+        "--max-steps",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--max-grad-norm",
+        "1e9",
+    ]
     one = run(command, tmp_path / "b4", *base, "--batch-size", "4", "--grad-accum", "1")
     two = run(command, tmp_path / "b2x2", *base, "--batch-size", "2", "--grad-accum", "2")
     for r1, r2 in zip(train_rows(one), train_rows(two), strict=True):
@@ -211,8 +321,22 @@ def test_batch_times_accumulation_equivalence(command, data, tmp_path):
 def test_lora_dpo_writes_adapter_and_merged_final(tmp_path, tiny_weights):
     from transformers import AutoModelForCausalLM
 
-    out = run("dpo", tmp_path / "lora", "--data", str(DATA / "pairs.jsonl"), "--lora", "--lora-r", "4",
-              "--no-precompute-ref", "--max-steps", "2", "--batch-size", "4", "--learning-rate", "1e-2")
+    out = run(
+        "dpo",
+        tmp_path / "lora",
+        "--data",
+        str(DATA / "pairs.jsonl"),
+        "--lora",
+        "--lora-r",
+        "4",
+        "--no-precompute-ref",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "1e-2",
+    )
     rows = train_rows(out)
     # The reference is the adapter-disabled base, and LoRA starts as a no-op: step 1 is exactly ln 2.
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
@@ -274,8 +398,15 @@ def test_every_example_config_loads_and_names_existing_data():
     from prefloop.train.reward_model import RewardConfig
     from prefloop.train.sft import SFTConfig
 
-    classes = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig, "pl_dpo": DPOConfig,
-               "dpo_lora": DPOConfig, "ipo": IPOConfig, "kto": KTOConfig}
+    classes = {
+        "sft": SFTConfig,
+        "reward": RewardConfig,
+        "dpo": DPOConfig,
+        "pl_dpo": DPOConfig,
+        "dpo_lora": DPOConfig,
+        "ipo": IPOConfig,
+        "kto": KTOConfig,
+    }
     found = sorted(p.stem for p in (REPO / "examples").glob("*.yaml"))
     assert set(classes) <= set(found)
     for name in found:
@@ -287,8 +418,16 @@ def test_every_example_config_loads_and_names_existing_data():
 
 def test_impossible_lengths_are_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        run("sft", tmp_path / "out", "--data", str(DATA / "sft.jsonl"), "--max-length", "64",
-            "--max-prompt-length", "64")
+        run(
+            "sft",
+            tmp_path / "out",
+            "--data",
+            str(DATA / "sft.jsonl"),
+            "--max-length",
+            "64",
+            "--max-prompt-length",
+            "64",
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "max_prompt_length" in err and "Traceback" not in err

@@ -16,7 +16,6 @@ from prefloop.losses.common import (
     whiten,
 )
 
-
 # --------------------------------------------------------------------------- masked reductions
 
 
@@ -100,9 +99,7 @@ def test_sequence_logps_matches_brute_force(average):
     logits = torch.randn(3, 6, 7, generator=g, dtype=torch.float64) * 3
     input_ids = torch.randint(0, 7, (3, 6), generator=g)
     # row 0: response mask also marks t=0, which must be ignored (nothing predicts token 0)
-    response_mask = torch.tensor(
-        [[1, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1]]
-    )
+    response_mask = torch.tensor([[1, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1]])
     got = sequence_logps(logits, input_ids, response_mask, average=average)
     expected = _brute_force_seq_logps(logits, input_ids, response_mask, average)
     assert got.shape == (3,)

@@ -258,12 +258,12 @@ def test_kto_single_group_metrics_and_dtype_error():
 
 
 def test_registry():
-    assert PREFERENCE_LOSSES == {
+    assert {
         "dpo": dpo_loss,
         "ipo": ipo_loss,
         "kto": kto_loss,
         "pl_dpo": plackett_luce_dpo_loss,
-    }
+    } == PREFERENCE_LOSSES
 
 
 def test_kto_per_example_baseline():

@@ -174,7 +174,9 @@ def test_ranking_plackett_luce_variable_k_and_single_response_rows():
     rewards = torch.tensor([[3.0, 1.0, 2.0], [0.5, -0.5, 7.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
     loss, _ = ranking_loss(rewards, mask, kind="plackett_luce")
-    row0 = -((3 - math.log(math.exp(3) + math.exp(1) + math.exp(2))) + (1 - math.log(math.exp(1) + math.exp(2))))
+    row0 = -(
+        (3 - math.log(math.exp(3) + math.exp(1) + math.exp(2))) + (1 - math.log(math.exp(1) + math.exp(2)))
+    )
     row1 = -(0.5 - math.log(math.exp(0.5) + math.exp(-0.5)))  # = log(1 + e^−1)
     # row 2 has one response: no comparison, left out of the mean
     assert loss.item() == pytest.approx((row0 + row1) / 2)
@@ -190,7 +192,9 @@ def test_ranking_plackett_luce_ties_breslow():
     expected = -((3 - L) + (1 - L) + 0.0)
     assert loss.item() == pytest.approx(expected)
     # symmetric in the tied items: swapping their columns changes nothing
-    swapped, _ = ranking_loss(torch.tensor([[1.0, 3.0, 2.0]]), torch.ones(1, 3), kind="plackett_luce", ranks=ranks)
+    swapped, _ = ranking_loss(
+        torch.tensor([[1.0, 3.0, 2.0]]), torch.ones(1, 3), kind="plackett_luce", ranks=ranks
+    )
     assert swapped.item() == pytest.approx(expected)
 
 
