@@ -207,14 +207,14 @@ def trl_timer(mark, losses: dict):
 def time_prefloop(mark):
     """Mark prefloop's run start and every optimizer-step end (the span of its `step_time_s`).
 
-    Wraps `Run.step_done` (and the first mark at `start_run`'s return) wherever the training
-    loops import them from.
+    Wraps `Run.step_done`, and `start_run` where each training loop imported it from
+    `prefloop.train.run`.
     """
-    import prefloop.train as train_pkg
-    from prefloop.train import common
+    import importlib
 
-    run_cls = common.Run
-    start_run, step_done = common.start_run, run_cls.step_done
+    from prefloop.train import run as run_module
+
+    start_run, step_done = run_module.start_run, run_module.Run.step_done
 
     def timed_start_run(*a, **k):
         run = start_run(*a, **k)
@@ -225,16 +225,12 @@ def time_prefloop(mark):
         step_done(self, *a, **k)
         mark()
 
-    run_cls.step_done = timed_step_done
-    common.start_run = timed_start_run
+    run_module.Run.step_done = timed_step_done
+    run_module.start_run = timed_start_run
     for name in ("sft", "reward_model", "preference"):
-        mod = getattr(train_pkg, name, None)
-        if mod is None:
-            import importlib
-
-            mod = importlib.import_module(f"prefloop.train.{name}")
-        if getattr(mod, "start_run", None) is start_run:
-            mod.start_run = timed_start_run
+        loop = importlib.import_module(f"prefloop.train.{name}")
+        if getattr(loop, "start_run", None) is start_run:
+            loop.start_run = timed_start_run
 
 
 def prefloop_losses(workdir: Path) -> list[float]:

@@ -247,7 +247,7 @@ def packed_response_logps(
     The packed counterpart of `response_logps` on the padded batch: the LM head runs only at the
     positions that predict response tokens, in checkpointed chunks of `chunk_tokens`.
     """
-    from prefloop.train.common import _head_logps, _split_lm
+    from prefloop.models.logps import _head_logps, _split_lm
 
     parts = _split_lm(model)
     if parts is None:  # logits post-processed after the head: take them from the model's forward
@@ -261,9 +261,11 @@ def packed_response_logps(
         for i in range(0, picked.shape[0], chunk_tokens):
             h, t = picked[i : i + chunk_tokens], layout.loss_targets[i : i + chunk_tokens]
             if torch.is_grad_enabled() and h.requires_grad:
-                chunks.append(torch.utils.checkpoint.checkpoint(_head_logps, head, h, t, use_reentrant=False))
+                chunks.append(
+                    torch.utils.checkpoint.checkpoint(_head_logps, head, h, t, False, use_reentrant=False)[0]
+                )
             else:
-                chunks.append(_head_logps(head, h, t))
+                chunks.append(_head_logps(head, h, t, False)[0])
         tok = torch.cat(chunks) if chunks else picked.new_zeros(0, dtype=torch.float32)
     n = layout.num_sequences
     sums = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, layout.loss_rows, tok)

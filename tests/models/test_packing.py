@@ -55,7 +55,7 @@ def pairs(tiny_tokenizer):
 
 
 def padded_logps(model, seqs, pad_id):
-    from prefloop.train.common import response_logps
+    from prefloop.models.logps import response_logps
 
     b = pad_batch(seqs, pad_id)
     return response_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"])
