@@ -77,7 +77,9 @@ def run_trl(args, opts: dict, workdir: Path) -> dict:
     tokenizer = load_tokenizer(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     seqs = demonstrations(args)
-    dataset = Dataset.from_list([{"input_ids": s.input_ids, "completion_mask": s.response_mask} for s in seqs])
+    dataset = Dataset.from_list(
+        [{"input_ids": s.input_ids, "completion_mask": s.response_mask} for s in seqs]
+    )
     config = SFTConfig(
         output_dir=str(workdir),
         per_device_train_batch_size=args.batch_size,

@@ -304,3 +304,58 @@ def supports_packed_rewards(model) -> bool:
     return hasattr(base, "score") or (
         hasattr(base, "classifier") and getattr(body, "pooler", None) is not None
     )
+
+
+def is_causal_model(model) -> bool:
+    """Whether the model's self-attention is causal (decoders) rather than bidirectional (encoders)."""
+    for module in _unwrap(model).modules():
+        flag = getattr(module, "is_causal", None)
+        if isinstance(flag, bool) and hasattr(module, "forward") and "Attention" in type(module).__name__:
+            return flag
+    return True
+
+
+def sequence_logps(
+    model,
+    seqs: Sequence[TokenizedSequence],
+    pad_id: int,
+    device: torch.device | str,
+    average: bool = False,
+    share_prefix: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(response log-prob per sequence [N], response token counts [N]) in one forward pass.
+
+    Packed (and prefix-shared when `share_prefix`) when `enable_packing(model)` was called,
+    else a right-padded [N, T] batch through `response_logps`. Same values either way.
+    """
+    if is_packing_enabled(model):
+        layout = pack(seqs, share_prefix=share_prefix).to(device)
+        return packed_response_logps(model, layout, average=average)
+    from prefloop.data.tokenize import pad_batch
+    from prefloop.models.logps import response_logps
+
+    batch = {k: v.to(device) for k, v in pad_batch(seqs, pad_id).items()}
+    return response_logps(
+        model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], average=average
+    )
+
+
+def sequence_rewards(
+    model,
+    seqs: Sequence[TokenizedSequence],
+    pad_id: int,
+    device: torch.device | str,
+    share_prefix: bool = True,
+) -> torch.Tensor:
+    """Scalar rewards [N] of a sequence classifier in one forward pass (packed when enabled).
+
+    Prefix sharing applies to causal backbones only; an encoder is packed without it.
+    """
+    if is_packing_enabled(model) and supports_packed_rewards(model):
+        causal = is_causal_model(model)
+        layout = pack(seqs, share_prefix=share_prefix and causal, causal=causal).to(device)
+        return packed_rewards(model, layout)
+    from prefloop.data.tokenize import pad_batch
+
+    batch = {k: v.to(device) for k, v in pad_batch(seqs, pad_id).items()}
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
