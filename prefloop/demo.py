@@ -219,7 +219,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     from prefloop.rewards.gold import SentimentGold
     from prefloop.tasks import split_prompts, task_prompts
     from prefloop.train import preference, reward_model
-    from prefloop.train.common import read_metrics, set_seed
+    from prefloop.train.checkpoint import set_seed
+    from prefloop.train.logs import read_metrics
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

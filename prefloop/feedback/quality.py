@@ -35,6 +35,7 @@ import numpy as np
 
 from prefloop.feedback.aggregation import ranked_pairs
 from prefloop.feedback.agreement import (
+    agreement_counts,
     annotator_pair_agreement,
     flag_outliers,
     groups_to_ranks,
@@ -213,6 +214,22 @@ def _tau_vs_consensus(judgments: Sequence[Judgment]) -> dict[Hashable, float | N
             if not math.isnan(tau):
                 taus[who].append(tau)
     return {who: float(np.mean(v)) for who, v in taus.items()}
+
+
+def item_agreement(judgments_of_one_item: Sequence[Judgment]) -> float | None:
+    """Share of (response pair, annotator pair) combinations where both annotators gave the
+    same outcome on the pair (first better / second better / tie), pooled over the item's
+    response pairs; None when fewer than two annotators compared any pair.
+
+    Rankings count as all their pairs, a pairwise choice as its one pair (as in the report's
+    percent agreement on pairs, restricted to one item): the review page's "low agreement" filter.
+    """
+    units: dict[Hashable, dict[Hashable, str]] = defaultdict(dict)
+    for j in judgments_of_one_item:
+        for pair, outcome in pair_outcomes(j).items():
+            units[pair][j["annotator"]] = outcome
+    agree, total = agreement_counts(units)
+    return agree / total if total else None
 
 
 def quality_report(
