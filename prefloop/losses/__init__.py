@@ -3,7 +3,8 @@
 No models, no trainers: log-probs, rewards and masks in, a loss and detached metrics out.
 The online RL pieces (advantages, PPO's clipped losses, KL control and shaping, entropy, PPO-ptx)
 are in ``prefloop.losses.rl``; advantage functions return tensors, not (loss, metrics).
-``PREFERENCE_LOSSES`` maps the offline preference loop's ``loss`` config value to its function.
+``PREFERENCE_LOSSES`` maps the offline preference loop's ``loss`` config value to its data-shape
+family and function; the loop calls a function by its family's signature, never by its name.
 """
 
 from prefloop.losses.common import (
@@ -40,14 +41,19 @@ from prefloop.losses.rl import (
     value_loss,
 )
 
-# Signatures differ by data shape: dpo/ipo take (policy_chosen, policy_rejected, ref_chosen,
-# ref_rejected, beta=...); pl_dpo takes (policy_logps[B,K], ref_logps[B,K], mask[B,K], beta=...);
-# kto takes (policy_logps, ref_logps, desirable, kl_baseline, beta=...).
+# Families of preference losses, by the data they consume (the loop's only branch):
+# - "pairwise": fn(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=..., **options)
+# - "listwise": fn(policy_logps[B,K], ref_logps[B,K], mask[B,K], beta=..., ranks=...)
+# - "unpaired": fn(policy_logps, ref_logps, desirable, kl_baseline, beta=..., **options)
+# Options are the function's other keyword parameters, read from the config fields of the same
+# name. A new pairwise loss is one function here and one line below (plus its name in the
+# config's `loss` choices).
+PREFERENCE_FAMILIES = ("pairwise", "listwise", "unpaired")
 PREFERENCE_LOSSES = {
-    "dpo": dpo_loss,
-    "ipo": ipo_loss,
-    "kto": kto_loss,
-    "pl_dpo": plackett_luce_dpo_loss,
+    "dpo": ("pairwise", dpo_loss),
+    "ipo": ("pairwise", ipo_loss),
+    "kto": ("unpaired", kto_loss),
+    "pl_dpo": ("listwise", plackett_luce_dpo_loss),
 }
 
 __all__ = [
@@ -55,6 +61,7 @@ __all__ = [
     "AGGREGATION_OF_METHOD",
     "GROUP_ADVANTAGE_KINDS",
     "KL_ESTIMATORS",
+    "PREFERENCE_FAMILIES",
     "PREFERENCE_LOSSES",
     "RANKING_KINDS",
     "SHAPING_KL_KINDS",
