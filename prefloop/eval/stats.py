@@ -176,7 +176,9 @@ def fit_overoptimization(d: Sequence[float], gold: Sequence[float], form: str) -
         d_peak = float(dd.max())
     shape = d_peak if form == "bon" else math.log(d_peak) if d_peak > 0 else 0.0
     gold_peak = d_peak * (alpha - beta * shape)
-    return OveroptimizationFit(form, float(alpha), float(beta), float(d_peak), float(d_peak**2), float(gold_peak))
+    return OveroptimizationFit(
+        form, float(alpha), float(beta), float(d_peak), float(d_peak**2), float(gold_peak)
+    )
 
 
 def least_squares_slope(values: Sequence[float]) -> float:
