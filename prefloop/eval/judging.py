@@ -37,10 +37,11 @@ class ScoreJudge:
         return list(outcomes_from_scores(self.scores(prompts, a), self.scores(prompts, b)))
 
 
+VERDICT_VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}  # a "skip" has no value: None
+
+
 class TeacherJudge:
     """A `Teacher` (AI judge, simulated annotator) as a pairwise judge; skips become None."""
-
-    VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
     def __init__(self, teacher: Any):
         self.name, self.teacher = teacher.name, teacher
@@ -49,7 +50,7 @@ class TeacherJudge:
         from prefloop.teachers.base import compare_many
 
         prefs = compare_many(self.teacher, list(zip(prompts, a, b, strict=True)))
-        return [self.VALUE.get(p.which) for p in prefs]
+        return [VERDICT_VALUE.get(p.which) for p in prefs]
 
 
 def make_judge(spec: str, device: str = "auto") -> PairJudge:
