@@ -53,7 +53,8 @@ def judgment_lines(payload: dict[str, Any], label: dict[int, str]) -> list[tuple
     ("ranking", "B > A = C"), ("pairwise", "A better than B (slightly better)")."""
 
     def name(rid: Any) -> str:
-        return label.get(int(rid), f"#{rid}")
+        key = int(rid) if str(rid).isdigit() else rid
+        return label.get(key, f"#{rid}")
 
     rows: list[tuple[str, str]] = []
     if payload.get("ranking"):

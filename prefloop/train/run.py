@@ -233,9 +233,11 @@ def start_run(
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, output_dir: Path) -> Path:
-    """OUTPUT/final (merged when LoRA) and OUTPUT/adapter via prefloop.models.load.save_final."""
+    """OUTPUT/final (merged when LoRA), OUTPUT/adapter, and OUTPUT/report.html of the finished run."""
     from prefloop.models.load import save_final as _save_final
+    from prefloop.train.report import write_run_report
 
     model.eval()
     _save_final(model, tokenizer, output_dir)
+    write_run_report(output_dir)
     return output_dir / "final"
