@@ -164,17 +164,19 @@ def peak_rss_mb() -> float:
 
 
 def marker(torch, device: str, marks: list):
-    """A function that appends (wall time, process CPU time) to `marks`, after a CUDA sync."""
+    """A function that appends (wall time, process CPU time, system CPU time) to `marks`, after a CUDA sync."""
 
     def mark():
         if device == "cuda":
             torch.cuda.synchronize()
-        marks.append((time.perf_counter(), time.process_time()))
+        marks.append(
+            (time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_stime)
+        )
 
     return mark
 
 
-def step_deltas(marks: list[tuple[float, float]]) -> dict:
+def step_deltas(marks: list[tuple[float, ...]]) -> dict:
     """Per-step wall and CPU seconds from consecutive marks (train start, then each step end).
 
     CPU time (all threads of the process) is reported next to wall time because the machine is
@@ -183,6 +185,7 @@ def step_deltas(marks: list[tuple[float, float]]) -> dict:
     return {
         "step_times_s": [b[0] - a[0] for a, b in itertools.pairwise(marks)],
         "step_cpu_s": [b[1] - a[1] for a, b in itertools.pairwise(marks)],
+        "step_system_s": [b[2] - a[2] for a, b in itertools.pairwise(marks)],
     }
 
 
@@ -279,6 +282,10 @@ def child_main(fn, args, opts: dict, name: str) -> None:
     out = fn(args, opts, workdir)
     sampler.stop()
     out["peak_rss_mb"] = peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # User vs system CPU and page faults of the whole child: memory returned to the OS at once
+    # (prefloop's mallopt settings) is paid back as page faults, i.e. system time.
+    out["rusage"] = {"user_s": usage.ru_utime, "system_s": usage.ru_stime, "minor_faults": usage.ru_minflt}
     train_start, train_end = out.pop("train_window")
     out["peak_rss_train_mb"] = sampler.peak_between(train_start, train_end)
     out["rss_before_train_mb"] = sampler.peak_between(0.0, train_start)
@@ -404,6 +411,7 @@ def summarize(name: str, framework: str, raw: dict, per_step: dict, peak_gflops:
         "framework": framework,
         "s_per_step": s,
         "cpu_s_per_step": steady_mean(cpu) if cpu else None,
+        "system_s_per_step": steady_mean(raw["step_system_s"]) if raw.get("step_system_s") else None,
         "examples_per_s": per_step["examples"] / s,
         "tokens_per_s": per_step["tokens"] / s,
         "gflops_per_s": per_step["flops"] / s / 1e9,
@@ -418,11 +426,13 @@ def summarize(name: str, framework: str, raw: dict, per_step: dict, peak_gflops:
         "losses": raw["losses"],
         "wall_s": raw.get("wall_s"),
         "per_step": per_step,
+        "rusage": raw.get("rusage"),
     }
     if raw.get("peak_cuda_mb") is not None:
         row["peak_cuda_mb"] = raw["peak_cuda_mb"]
     print(
-        f"[bench] {name}: {s:.2f} s/step (CPU {row['cpu_s_per_step'] or 0:.2f}), "
+        f"[bench] {name}: {s:.2f} s/step (CPU {row['cpu_s_per_step'] or 0:.2f}, "
+        f"of which system {row['system_s_per_step'] or 0:.2f}), "
         f"{row['examples_per_s']:.2f} examples/s, {row['tokens_per_s']:.0f} tokens/s, "
         f"{100 * row['share_of_peak']:.1f}% of peak, peak RSS {row['peak_rss_mb']:.0f} MiB, "
         f"losses {[round(x, 4) for x in row['losses'][:3]]}, steps {[round(t, 2) for t in row['step_times_s']]}",
