@@ -6,7 +6,7 @@ Phases (each timed and printed):
   2. before   sample `eval_samples` replies per held-out prompt from the start model;
   3. sample   K replies per training prompt from the start model;
   4. annotate a simulated annotator ranks each prompt's K replies: Plackett–Luce noise
-              over the gold score (`prefloop.feedback.teachers.SimulatedAnnotator`), so it
+              over the gold score (`prefloop.teachers.simulated.SimulatedAnnotator`), so it
               is sometimes wrong; its agreement with the noiseless gold is reported;
   5. reward   a reward model is trained on those rankings (`prefloop.train.reward_model`);
               its accuracy is measured on the held-out prompts' samples against the gold
@@ -213,11 +213,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     from prefloop.data.records import RankedResponses, record_to_dict
     from prefloop.eval.metrics import gold_score, kl_to_reference, mean_and_stderr
     from prefloop.eval.report import write_report
-    from prefloop.feedback.teachers import SimulatedAnnotator, gold_agreement
     from prefloop.generation.hf import HFGenerator
     from prefloop.models.load import load_causal_lm, load_tokenizer
     from prefloop.rewards.gold import SentimentGold
     from prefloop.tasks import split_prompts, task_prompts
+    from prefloop.teachers.simulated import SimulatedAnnotator, gold_agreement
     from prefloop.train import preference, reward_model
     from prefloop.train.checkpoint import set_seed
     from prefloop.train.logs import read_metrics

@@ -91,6 +91,7 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "anonymous": c.anonymous,
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
         "created_at": c.created_at.isoformat() + "Z",
     }
 

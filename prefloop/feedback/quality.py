@@ -292,7 +292,13 @@ def leaderboard(
     judgments: Sequence[Judgment], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
 ) -> dict[str, Any]:
     """Elo and Bradley–Terry (Elo-like scale, bootstrap CI) ratings of the campaign's models."""
-    comparisons = model_comparisons(judgments)
+    return comparison_board(model_comparisons(judgments), n_bootstrap=n_bootstrap, seed=seed, k=k)
+
+
+def comparison_board(
+    comparisons: Sequence[tuple[str, str, float]], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
+) -> dict[str, Any]:
+    """The leaderboard of (model_a, model_b, score of a) comparisons from any judge (people, AI, gold)."""
     elo_ratings = elo(comparisons, k=k)
     bt = bradley_terry(comparisons, n_bootstrap=n_bootstrap, seed=seed, scale="elo")
     return {
