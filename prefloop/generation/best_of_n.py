@@ -76,7 +76,9 @@ def select_best(scores: list[list[float]]) -> list[int]:
     return [max(range(len(g)), key=lambda i: (g[i], -i)) for g in scores]
 
 
-def best_of_n(generator, reward, prompts, n: int, batch: Any = None) -> tuple[list, list[list[float]], list[int]]:
+def best_of_n(
+    generator, reward, prompts, n: int, batch: Any = None
+) -> tuple[list, list[list[float]], list[int]]:
     """(completions grouped per prompt, their rewards, the chosen index per prompt) for Prompt records."""
     from prefloop.generation.base import group_by_prompt
     from prefloop.rewards import call_reward

@@ -213,11 +213,17 @@ class HFGenerator:
             input_ids=input_ids, attention_mask=mask, generation_config=self._generation_config()
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]
-        # scores[t]: [N, V] processed logits for step t (after temperature / top-p).
-        scores = torch.stack(out.scores, dim=1)
-        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-        logps = torch.log_softmax(scores, dim=-1)
-        token_logps = logps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # scores[t]: [N, V] processed logits for step t (after temperature / top-p). One step at a
+        # time: stacking them first would hold two [N, steps, V] float tensors at once.
+        token_logps = torch.stack(
+            [
+                torch.log_softmax(score.to(torch.promote_types(score.dtype, torch.float32)), dim=-1)
+                .gather(-1, new_tokens[:, t : t + 1])
+                .squeeze(-1)
+                for t, score in enumerate(out.scores)
+            ],
+            dim=1,
+        )
         return [
             self._completion(new_tokens[i].tolist(), token_logps[i], prompt_ids, prompt_index)
             for i, (prompt_index, prompt_ids) in enumerate(batch)

@@ -17,7 +17,7 @@ One step (a "rollout step"; `--max-steps` counts these):
     4. log-probs   teacher-forced on the *sampled token ids* (never re-tokenized text):
                    old log-probs by the training model (the ratio's denominator), the frozen
                    reference's, and old values; the generator's log-probs are only compared
-                   (metrics gen_logprob_diff_mean / _max)
+                   (metrics logprobs/mismatch_mean / _max / _bias)
     5. advantages  the algorithm's function (the registry `ALGORITHMS`)
     6. update      `ppo_epochs` passes over the rollout in shuffled minibatches of
                    batch_size x grad_accum sequences, one optimizer step each; the policy loss
@@ -152,6 +152,8 @@ class OnlineConfig(TrainConfig):
     """Clip (normalised) rewards to [−reward_clip, reward_clip] (None: off)."""
     save_steps: int = 50
     """Save a checkpoint every N rollout steps (0: only the final model)."""
+    packing: bool = True
+    """Run each micro-batch as one padding-free row with each prompt computed once for its K completions."""
 
 
 @dataclass
@@ -273,15 +275,31 @@ def build_rollout(completions, group_size: int) -> Rollout:
     )
 
 
-def micro_batch(roll: Rollout, ids: Sequence[int], pad_id: int, device) -> dict[str, torch.Tensor]:
-    """Right-padded tensors of the sequences `ids` plus the index of each response token.
+def micro_batch(
+    roll: Rollout, ids: Sequence[int], pad_id: int, device, packed: bool = False
+) -> dict[str, Any]:
+    """The sequences `ids` as model inputs, and `mask` [b, T_b] (1 on real response tokens).
 
-    input_ids, attention_mask, response_mask: [b, L]; positions [b, T_b]: where response token t
-    of row i sits in its row (clamped on padding); mask [b, T_b].
+    Padded: input_ids, attention_mask, response_mask [b, L] (right padding) and positions
+    [b, T_b], where response token t of row i sits in its row (clamped on padding).
+    Packed: `layout`, one padding-free row in which the K completions of a prompt share the
+    prompt's positions (`prefloop.models.packing`); its response tokens come in row-major order.
     """
+    mask = roll.mask[list(ids), : max(roll.response_lengths[i] for i in ids)]
+    if packed:
+        from prefloop.data.tokenize import TokenizedSequence
+        from prefloop.models.packing import pack
+
+        seqs = [
+            TokenizedSequence(
+                roll.sequences[i], [0] * roll.prompt_lengths[i] + [1] * roll.response_lengths[i]
+            )
+            for i in ids
+        ]
+        return {"layout": pack(seqs).to(device), "mask": mask.to(device)}
     seqs = [roll.sequences[i] for i in ids]
     width = max(len(s) for s in seqs)
-    t_b = max(roll.response_lengths[i] for i in ids)
+    t_b = mask.shape[1]
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(ids), width), dtype=torch.long)
     response = torch.zeros((len(ids), width), dtype=torch.long)
@@ -297,13 +315,49 @@ def micro_batch(roll: Rollout, ids: Sequence[int], pad_id: int, device) -> dict[
         "attention_mask": attention,
         "response_mask": response,
         "positions": positions,
-        "mask": roll.mask[list(ids), :t_b],
+        "mask": mask,
     }
     return {k: v.to(device) for k, v in out.items()}
 
 
-def token_logps(model, mb: dict[str, torch.Tensor], with_entropy: bool = False):
+def _unflatten(mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """Values of the real response tokens in row-major order [M] -> [b, T_b] with 0 on padding."""
+    return torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(mask.bool(), flat)
+
+
+def _packed_token_logps(model, mb: dict[str, Any], with_entropy: bool):
+    from prefloop.models.logps import _head_logps, _logps_and_entropy, _split_lm
+    from prefloop.models.packing import _forward_kwargs, packed_hidden
+
+    layout = mb["layout"]
+    parts = _split_lm(model)
+    if parts is None:
+        logits = model(**_forward_kwargs(layout)).logits[0][layout.loss_pos].float()
+        tok, ent = _logps_and_entropy(logits, layout.loss_targets, with_entropy)
+    else:
+        body, head = parts
+        picked = packed_hidden(body, layout)[layout.loss_pos]
+        toks, ents = [], []
+        for i in range(0, picked.shape[0], 1024):
+            h, t = picked[i : i + 1024], layout.loss_targets[i : i + 1024]
+            if torch.is_grad_enabled() and h.requires_grad:
+                lp, en = torch.utils.checkpoint.checkpoint(
+                    _head_logps, head, h, t, with_entropy, use_reentrant=False
+                )
+            else:
+                lp, en = _head_logps(head, h, t, with_entropy)
+            toks.append(lp)
+            ents.append(en)
+        tok = torch.cat(toks)
+        ent = torch.cat(ents) if with_entropy else None
+    mask = mb["mask"]
+    return _unflatten(mask, tok), (_unflatten(mask, ent) if ent is not None else None)
+
+
+def token_logps(model, mb: dict[str, Any], with_entropy: bool = False):
     """log π(y_t) (and entropy) of each response token of a micro-batch: [b, T_b], 0 on padding."""
+    if "layout" in mb:
+        return _packed_token_logps(model, mb, with_entropy)
     from prefloop.models.logps import response_token_logps
 
     out = response_token_logps(
@@ -329,16 +383,14 @@ def _body_and_head(model) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 class ValueModel(torch.nn.Module):
-    """V(state) at every position: a sequence-classification model's head on each hidden state."""
+    """V(state) at every position: a sequence-classification model's scalar head on each hidden state."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        body, head = _body_and_head(self.model)
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return head(hidden).squeeze(-1).float()
+    def body_and_head(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return _body_and_head(self.model)
 
 
 class SharedValueHead(torch.nn.Module):
@@ -354,19 +406,27 @@ class SharedValueHead(torch.nn.Module):
         torch.nn.init.zeros_(self.head.bias)
         torch.nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden_size + 1))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def body_and_head(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         from prefloop.models.logps import _split_lm
 
         parts = _split_lm(self._policy)
         if parts is None:
             raise TrainError("value_head=shared needs a decoder body with a plain linear LM head")
-        hidden = parts[0](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()
+        return parts[0], self.head
 
 
-def token_values(value_model, mb: dict[str, torch.Tensor]) -> torch.Tensor:
-    """V_t of each response token: the value of the position that predicts it ([b, T_b], 0 on padding)."""
-    values = value_model(mb["input_ids"], mb["attention_mask"])
+def token_values(value_model, mb: dict[str, Any]) -> torch.Tensor:
+    """V_t of each response token: the value at the position that predicts it ([b, T_b], 0 on padding)."""
+    body, head = value_model.body_and_head()
+    dtype = next(head.parameters()).dtype
+    if "layout" in mb:
+        from prefloop.models.packing import packed_hidden
+
+        layout = mb["layout"]
+        hidden = packed_hidden(body, layout)[layout.loss_pos]
+        return _unflatten(mb["mask"], head(hidden.to(dtype)).squeeze(-1).float())
+    hidden = body(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).last_hidden_state
+    values = head(hidden.to(dtype)).squeeze(-1).float()
     return values.gather(1, (mb["positions"] - 1).clamp_min(0)) * mb["mask"]
 
 
@@ -494,7 +554,9 @@ def resolve(cfg: OnlineConfig, algorithm: str) -> OnlineConfig:
     if cfg.prompts_per_step < 1 or cfg.num_generations < 1:
         problems.append("prompts_per_step and num_generations must be >= 1")
     if ALGORITHMS[algorithm].advantages is group_baseline_advantages and cfg.num_generations < 2:
-        problems.append(f"{algorithm} needs num_generations >= 2 (a group baseline), got {cfg.num_generations}")
+        problems.append(
+            f"{algorithm} needs num_generations >= 2 (a group baseline), got {cfg.num_generations}"
+        )
     if cfg.ppo_epochs < 1:
         problems.append("ppo_epochs must be >= 1")
     if cfg.ptx_coef > 0 and not cfg.ptx_data:
@@ -555,6 +617,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         FixedKLController,
         aggregate_loss,
         kl_loss,
+        logprob_mismatch,
         ppo_policy_loss,
         ptx_loss,
         value_loss,
@@ -563,7 +626,14 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
     from prefloop.models.reference import Reference
     from prefloop.rewards import RewardShaper, RewardShaping, call_reward, load_reward
     from prefloop.train.batches import to_device
-    from prefloop.train.run import begin, load_policy, prepare_output_dir, prepare_trainable, save_final, start_run
+    from prefloop.train.run import (
+        begin,
+        load_policy,
+        prepare_output_dir,
+        prepare_trainable,
+        save_final,
+        start_run,
+    )
     from prefloop.train.schedule import StepSchedule
 
     algorithm = algorithm or next((k for k, c in CONFIGS.items() if type(cfg) is c), "ppo")
@@ -589,6 +659,11 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             critic = load_reward_model(source, dtype=torch_dtype(cfg.dtype))
             value = ValueModel(prepare_trainable(critic, cfg, "SEQ_CLS")).to(device)
         disable_dropout(value)
+    packed = False
+    if cfg.packing:
+        from prefloop.models.packing import enable_packing
+
+        packed = enable_packing(policy) and (not isinstance(value, ValueModel) or enable_packing(value.model))
     model = ActorCritic(policy, value)
     reference = Reference(policy, lora=cfg.lora, copy_policy=True)
     generator = HFGenerator(
@@ -650,7 +725,11 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         # 3. rewards
         tick = time.perf_counter()
         raw = call_reward(
-            reward, [p.prompt for p in flat], [c.text for c in completions], meta=[p.meta for p in flat], batch=step + 1
+            reward,
+            [p.prompt for p in flat],
+            [c.text for c in completions],
+            meta=[p.meta for p in flat],
+            batch=step + 1,
         )
         shaped, reward_metrics = shaper(raw, completions)
         roll.scores = torch.tensor(shaped, dtype=torch.float32)
@@ -663,20 +742,23 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         roll.old_logps = torch.zeros_like(roll.mask)
         roll.ref_logps = torch.zeros_like(roll.mask)
         roll.old_values = torch.zeros_like(roll.mask) if value is not None else None
+        # Advantages that do not read the old log-probs (GRPO's, with the KL in the loss) let the
+        # first minibatch take them from its own training forward: the same numbers, one pass fewer.
+        beta = controller.value
+        late_old = not algo.uses_critic and (cfg.kl_in == "loss" or beta == 0)
         with torch.no_grad():
             for start in range(0, n, cfg.batch_size):
                 ids = first[start : start + cfg.batch_size]
-                mb = micro_batch(roll, ids, pad_id, device)
+                mb = micro_batch(roll, ids, pad_id, device, packed)
                 t_b = mb["mask"].shape[1]
-                roll.old_logps[ids, :t_b] = token_logps(policy, mb)[0].cpu()
-                roll.ref_logps[ids, :t_b] = reference.apply(lambda m: token_logps(m, mb)[0]).cpu()
+                if not (late_old and start < mb_size):
+                    roll.old_logps[ids, :t_b] = token_logps(policy, mb)[0].cpu()
+                roll.ref_logps[ids, :t_b] = reference.apply(lambda m, mb=mb: token_logps(m, mb)[0]).cpu()
                 if value is not None:
                     roll.old_values[ids, :t_b] = token_values(value, mb).cpu()
         timings["time/logprobs_s"] = time.perf_counter() - tick
 
         # 5. advantages
-        beta = controller.value
-        kl_tokens = (roll.old_logps - roll.ref_logps) * roll.mask
         advantages, returns = algo.advantages(roll, cfg, beta)
         if cfg.whiten_advantages:
             from prefloop.losses.common import whiten
@@ -697,17 +779,20 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                 tick = time.perf_counter()
                 for start in range(0, len(minibatch), cfg.batch_size):
                     ids = minibatch[start : start + cfg.batch_size]
-                    mb = micro_batch(roll, ids, pad_id, device)
+                    mb = micro_batch(roll, ids, pad_id, device, packed)
                     t_b = mb["mask"].shape[1]
                     sl = (ids, slice(0, t_b))
-                    old, adv = roll.old_logps[sl].to(device), roll.advantages[sl].to(device)
+                    adv = roll.advantages[sl].to(device)
+                    logps, entropy = token_logps(policy, mb, with_entropy=cfg.entropy_coef > 0)
+                    if late_old and epoch == 0 and mb_start == 0:
+                        roll.old_logps[sl] = logps.detach().cpu()
+                    old = roll.old_logps[sl].to(device)
                     # Weight of this micro-batch in the minibatch (token- or sequence-means of the whole minibatch).
                     weight = (
                         float(mb["mask"].sum()) / max(mb_tokens, 1.0)
                         if cfg.loss_aggregation == "token-mean"
                         else len(ids) / len(minibatch)
                     )
-                    logps, entropy = token_logps(policy, mb, with_entropy=cfg.entropy_coef > 0)
                     loss, metrics = ppo_policy_loss(
                         logps, old, adv, mb["mask"], cfg.clip_eps, cfg.dual_clip, cfg.loss_aggregation
                     )
@@ -740,9 +825,11 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     (loss * weight).backward()
                     metrics["loss"] = loss.item()
                     parts.append(metrics)
-                    tokens += int(mb["attention_mask"].sum())
+                    tokens += mb["layout"].num_slots if "layout" in mb else int(mb["attention_mask"].sum())
                 if ptx:
-                    pick = _seeded_permutation(len(ptx), cfg.seed, step, 7, optimizer_steps)[: cfg.ptx_batch_size]
+                    pick = _seeded_permutation(len(ptx), cfg.seed, step, 7, optimizer_steps)[
+                        : cfg.ptx_batch_size
+                    ]
                     batch = to_device(pad_batch([ptx[i] for i in pick], pad_id), device)
                     from prefloop.models.logps import response_token_logps
 
@@ -759,7 +846,9 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                 if norm is not None:
                     grad_norms.append(norm)
                 optimizer_steps += 1
-                approx_kl = _summed(parts[-math.ceil(len(minibatch) / cfg.batch_size) :]).get("policy/approx_kl", 0.0)
+                approx_kl = _summed(parts[-math.ceil(len(minibatch) / cfg.batch_size) :]).get(
+                    "policy/approx_kl", 0.0
+                )
                 if cfg.early_stop_kl is not None and approx_kl > cfg.early_stop_kl:
                     stopped = True
                     break
@@ -767,11 +856,11 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                 break
 
         # 7. KL control, metrics
+        kl_tokens = (roll.old_logps - roll.ref_logps) * roll.mask
         seq_kl = kl_tokens.sum(dim=1)
         measured_kl = float(seq_kl.mean())
         controller.update(measured_kl, n)
         real = roll.mask.bool()
-        gen_diff = (roll.gen_logps - roll.old_logps).abs()[real]
         raw_t = torch.tensor(raw)
         metrics = {
             **_summed(parts),
@@ -786,8 +875,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             "advantages/std": float(advantages[real].std()) if real.sum() > 1 else 0.0,
             "response_length": float(roll.mask.sum(dim=1).mean()),
             "eos_fraction": sum(c.stopped for c in completions) / n,
-            "gen_logprob_diff_mean": float(gen_diff.mean()),
-            "gen_logprob_diff_max": float(gen_diff.max()),
+            **logprob_mismatch(roll.gen_logps, roll.old_logps, roll.mask),
             "ratio/first_minibatch_max_dev": first_dev if first_dev is not None else 0.0,
             "optimizer_steps": optimizer_steps,
             "early_stopped": int(stopped),

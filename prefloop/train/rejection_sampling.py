@@ -91,19 +91,29 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
     current, history = cfg.model, []
     for r in range(1, cfg.rounds + 1):
         round_dir = out / f"round-{r}"
-        if cfg.resume and (round_dir / "final" / "config.json").is_file() and (round_dir / "selected.jsonl").is_file():
-            rows = [json.loads(line) for line in (round_dir / "selected.jsonl").read_text().splitlines() if line]
+        if (
+            cfg.resume
+            and (round_dir / "final" / "config.json").is_file()
+            and (round_dir / "selected.jsonl").is_file()
+        ):
+            rows = [
+                json.loads(line) for line in (round_dir / "selected.jsonl").read_text().splitlines() if line
+            ]
             history.append(
                 {
                     "round": r,
                     "selected": len(rows),
                     "reward_selected": sum(row["reward"] for row in rows) / len(rows),
-                    "reward_all": sum(sum(row["rewards"]) for row in rows) / sum(len(row["rewards"]) for row in rows),
+                    "reward_all": sum(sum(row["rewards"]) for row in rows)
+                    / sum(len(row["rewards"]) for row in rows),
                 }
             )
             current = str(round_dir / "final")
             continue
-        print(f"[round {r}/{cfg.rounds}] sample {cfg.num_samples} x {len(records)} prompts from {current}", file=sys.stderr)
+        print(
+            f"[round {r}/{cfg.rounds}] sample {cfg.num_samples} x {len(records)} prompts from {current}",
+            file=sys.stderr,
+        )
         tokenizer = load_tokenizer(current)
         model = load_causal_lm(current, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
         generator = HFGenerator(
@@ -128,7 +138,9 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
         round_dir.mkdir(parents=True, exist_ok=True)
         with (round_dir / "selected.jsonl").open("w", encoding="utf-8") as f:
             for p, c, s, ss in kept:
-                f.write(json.dumps({"prompt": p.prompt, "response": c.text, "reward": s, "rewards": ss}) + "\n")
+                f.write(
+                    json.dumps({"prompt": p.prompt, "response": c.text, "reward": s, "rewards": ss}) + "\n"
+                )
         history.append(
             {
                 "round": r,
@@ -146,7 +158,12 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
         sft_fields = {f.name for f in dataclasses.fields(SFTConfig)}
         round_cfg = SFTConfig(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in sft_fields})
         round_cfg = dataclasses.replace(
-            round_cfg, model=str(current), output_dir=str(round_dir), data="", seed=cfg.seed + r, resume=False,
+            round_cfg,
+            model=str(current),
+            output_dir=str(round_dir),
+            data="",
+            seed=cfg.seed + r,
+            resume=False,
             resume_from=None,
         )
         current = str(sft.train(round_cfg, records=demos))

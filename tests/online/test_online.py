@@ -17,12 +17,34 @@ from prefloop.train.run import Run
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = REPO / "examples" / "data" / "prompts.jsonl"
 REWARDS = Path(__file__).resolve().parent / "toy_rewards.py"
-FAST = ["--max-new-tokens", "4", "--prompts-per-step", "4", "--report-to-tensorboard", "no", "--learning-rate", "1e-3"]
+FAST = [
+    "--max-new-tokens",
+    "4",
+    "--prompts-per-step",
+    "4",
+    "--report-to-tensorboard",
+    "no",
+    "--learning-rate",
+    "1e-3",
+]
 
 
 def run(command: str, out: Path, *args: str, reward: str = "frac_e") -> Path:
-    main([command, "--model", "tiny", "--data", str(PROMPTS), "--reward", f"{REWARDS}:{reward}",
-          "--output-dir", str(out), *FAST, *args])
+    main(
+        [
+            command,
+            "--model",
+            "tiny",
+            "--data",
+            str(PROMPTS),
+            "--reward",
+            f"{REWARDS}:{reward}",
+            "--output-dir",
+            str(out),
+            *FAST,
+            *args,
+        ]
+    )
     return out
 
 
@@ -51,8 +73,17 @@ def test_command_runs_and_saves_loadable_policy(command, tmp_path, tiny_weights)
     out = run(command, tmp_path / command, "--max-steps", "2", *COMMANDS[command])
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("loss", "score/mean", "kl", "gen_logprob_diff_mean", "gen_logprob_diff_max",
-                "time/generate_s", "time/logprobs_s", "time/train_forward_backward_s", "time/optimizer_s"):
+    for key in (
+        "loss",
+        "score/mean",
+        "kl",
+        "logprobs/mismatch_mean",
+        "logprobs/mismatch_max",
+        "time/generate_s",
+        "time/logprobs_s",
+        "time/train_forward_backward_s",
+        "time/optimizer_s",
+    ):
         assert key in rows[0], key
     # The first step samples from the start policy, so trainer and reference agree exactly.
     assert rows[0]["kl"] == 0.0
@@ -66,22 +97,47 @@ def test_command_runs_and_saves_loadable_policy(command, tmp_path, tiny_weights)
 
 
 def test_ratio_is_one_on_first_minibatch_and_logprobs_match_the_generator(tmp_path):
-    out = run("ppo", tmp_path / "ppo", "--max-steps", "2", "--ppo-epochs", "2", "--batch-size", "2",
-              "--grad-accum", "1")
+    out = run(
+        "ppo",
+        tmp_path / "ppo",
+        "--max-steps",
+        "2",
+        "--ppo-epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+    )
     for row in read_metrics(out):
         # Old log-probs come from the training model in the same micro-batches: exactly 1.
         assert row["ratio/first_minibatch_max_dev"] == 0.0
         # Later minibatches see updated weights, so the ratio moves away from 1 there.
         assert row["policy/ratio_max"] > 1.0 or row["policy/ratio_min"] < 1.0
         # Sampler (generate with a KV cache) and trainer (one teacher-forced pass) agree up to float error.
-        assert row["gen_logprob_diff_max"] < 1e-4
+        assert row["logprobs/mismatch_max"] < 1e-4
         assert row["optimizer_steps"] == 4  # 2 epochs x 2 minibatches of 2
 
 
 def test_resume_equals_uninterrupted_ppo(tmp_path, monkeypatch):
-    args = ["--max-steps", "4", "--save-steps", "2", "--ppo-epochs", "2", "--batch-size", "2",
-            "--adaptive-kl", "--kl-target", "0.001", "--kl-horizon", "10", "--reward-normalize",
-            "--lr-scheduler", "linear"]
+    args = [
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--ppo-epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--adaptive-kl",
+        "--kl-target",
+        "0.001",
+        "--kl-horizon",
+        "10",
+        "--reward-normalize",
+        "--lr-scheduler",
+        "linear",
+    ]
     full = run("ppo", tmp_path / "full", *args)
     assert (full / "checkpoints" / "step-2").is_dir()
 
@@ -111,9 +167,26 @@ def test_resume_equals_uninterrupted_ppo(tmp_path, monkeypatch):
 
 
 def test_ppo_ptx_shared_value_head_and_dual_clip(tmp_path):
-    out = run("ppo", tmp_path / "ptx", "--max-steps", "1", "--ppo-epochs", "1", "--batch-size", "4",
-              "--ptx-coef", "0.5", "--ptx-data", str(REPO / "examples" / "data" / "sft.jsonl"),
-              "--value-head", "shared", "--dual-clip", "3.0", "--entropy-coef", "0.01")
+    out = run(
+        "ppo",
+        tmp_path / "ptx",
+        "--max-steps",
+        "1",
+        "--ppo-epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--ptx-coef",
+        "0.5",
+        "--ptx-data",
+        str(REPO / "examples" / "data" / "sft.jsonl"),
+        "--value-head",
+        "shared",
+        "--dual-clip",
+        "3.0",
+        "--entropy-coef",
+        "0.01",
+    )
     row = read_metrics(out)[0]
     assert row["ptx/coef"] == 0.5 and row["ptx/nll"] > 0
     assert "value/loss" in row and "entropy" in row and "policy/dual_clip_fraction" in row
@@ -131,8 +204,20 @@ def test_value_model_starts_from_the_reward_model_when_tokenizers_match(tmp_path
 
 
 def test_early_stop_on_approx_kl(tmp_path):
-    out = run("ppo", tmp_path / "stop", "--max-steps", "1", "--ppo-epochs", "4", "--batch-size", "2",
-              "--learning-rate", "5e-2", "--early-stop-kl", "1e-9")
+    out = run(
+        "ppo",
+        tmp_path / "stop",
+        "--max-steps",
+        "1",
+        "--ppo-epochs",
+        "4",
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "5e-2",
+        "--early-stop-kl",
+        "1e-9",
+    )
     row = read_metrics(out)[0]
     assert row["early_stopped"] == 1 and row["optimizer_steps"] < 8
 
@@ -147,8 +232,19 @@ def test_early_stop_on_approx_kl(tmp_path):
 )
 def test_bad_reward_stops_with_one_line(reward, expected, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        run("reinforce", tmp_path / reward, "--max-steps", "1", "--num-generations", "1", "--prompts-per-step", "4",
-            "--batch-size", "4", reward=reward)
+        run(
+            "reinforce",
+            tmp_path / reward,
+            "--max-steps",
+            "1",
+            "--num-generations",
+            "1",
+            "--prompts-per-step",
+            "4",
+            "--batch-size",
+            "4",
+            reward=reward,
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0] and "on batch 1" in err[0] and reward in err[0]
@@ -162,8 +258,25 @@ def test_group_method_needs_two_samples(tmp_path, capsys):
 
 def test_best_of_n_picks_the_highest_reward(tmp_path):
     out = tmp_path / "bon"
-    main(["best-of-n", "--model", "tiny", "--data", str(PROMPTS), "--reward", f"{REWARDS}:frac_e",
-          "--output-dir", str(out), "--n", "4", "--max-new-tokens", "6", "--max-steps", "5"])
+    main(
+        [
+            "best-of-n",
+            "--model",
+            "tiny",
+            "--data",
+            str(PROMPTS),
+            "--reward",
+            f"{REWARDS}:frac_e",
+            "--output-dir",
+            str(out),
+            "--n",
+            "4",
+            "--max-new-tokens",
+            "6",
+            "--max-steps",
+            "5",
+        ]
+    )
     rows = [json.loads(line) for line in (out / "best_of_n.jsonl").read_text().splitlines()]
     assert len(rows) == 5
     for row in rows:
@@ -177,9 +290,33 @@ def test_best_of_n_picks_the_highest_reward(tmp_path):
 
 def test_rejection_sampling_two_rounds(tmp_path, tiny_weights):
     out = tmp_path / "rs"
-    main(["rejection-sampling", "--model", "tiny", "--data", str(PROMPTS), "--reward", f"{REWARDS}:frac_e",
-          "--output-dir", str(out), "--rounds", "2", "--num-samples", "3", "--max-new-tokens", "6",
-          "--max-steps", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--report-to-tensorboard", "no"])
+    main(
+        [
+            "rejection-sampling",
+            "--model",
+            "tiny",
+            "--data",
+            str(PROMPTS),
+            "--reward",
+            f"{REWARDS}:frac_e",
+            "--output-dir",
+            str(out),
+            "--rounds",
+            "2",
+            "--num-samples",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--learning-rate",
+            "1e-3",
+            "--report-to-tensorboard",
+            "no",
+        ]
+    )
     history = json.loads((out / "rounds.json").read_text())
     assert [h["round"] for h in history] == [1, 2]
     assert all(h["reward_selected"] >= h["reward_all"] for h in history)
