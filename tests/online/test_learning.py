@@ -2,6 +2,7 @@
 "No." (about a third "Yes" after a short SFT), with reward 1 for a reply starting with "Yes",
 the mean reward of the last steps must clearly exceed that of the first steps.
 
+Marked slow (about 30 CPU seconds per algorithm on 2 shared cores; CI runs the slow tier).
 This can fail: a sign error in an advantage, a ratio taken the wrong way round, a loss that
 ignores the advantage or a broken group baseline each leave the reward flat or push it down.
 """
@@ -54,14 +55,15 @@ SETTINGS = {  # small budgets; each still has room to fail
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", sorted(SETTINGS))
 def test_algorithm_raises_the_reward(algorithm, bimodal_policy, tmp_path):
     cfg = online.CONFIGS[algorithm](
         model=bimodal_policy,
         output_dir=str(tmp_path / algorithm),
         reward="starts_yes",
-        max_steps=8,
-        learning_rate=5e-3,
+        max_steps=10,
+        learning_rate=3e-3,
         prompts_per_step=8,
         num_generations=4,
         max_new_tokens=3,
