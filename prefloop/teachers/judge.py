@@ -390,9 +390,16 @@ class AIJudge:
 
     # ---------------------------------------------------------------- ordered queries
 
-    def _ask_pairs(self, rubric: str, queries: Sequence[tuple[PromptText, str, str]]) -> list[dict[str, Any]]:
+    def _ask_pairs(
+        self, rubric: str, queries: Sequence[tuple[PromptText, str, str]], question: str | None = None
+    ) -> list[dict[str, Any]]:
         """q = P(first label) normalized, for each ordered (prompt, first, second); cached."""
         kind = "pair+reasoning" if self.reasoning else "pair"
+        if question is not None:
+            kind += ":" + rubric_hash(question)
+        ask = question or PAIR_QUESTION
+        if self.reasoning:
+            ask = (question + " " if question else "") + REASONING_ASK
         keys = [JudgeCache.key(self.name, rubric, kind, p, [f, s]) for p, f, s in queries]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         self.stats["queries"] += len(queries)
@@ -401,10 +408,7 @@ class AIJudge:
         todo_unique = list({keys[i]: i for i in todo}.values())
         for start in range(0, len(todo_unique), self.batch_size):
             idx = todo_unique[start : start + self.batch_size]
-            chats = [
-                pair_chat(rubric, *queries[i], question=REASONING_ASK if self.reasoning else PAIR_QUESTION)
-                for i in idx
-            ]
+            chats = [pair_chat(rubric, *queries[i], question=ask) for i in idx]
             try:
                 reasons = None
                 if self.reasoning:
@@ -441,13 +445,19 @@ class AIJudge:
     # ---------------------------------------------------------------- Teacher API
 
     def compare_batch(
-        self, triples: Sequence[tuple[PromptText, str, str]], rubric: str | None = None
+        self,
+        triples: Sequence[tuple[PromptText, str, str]],
+        rubric: str | None = None,
+        question: str | None = None,
     ) -> list[Preference]:
-        """Judge many (prompt, a, b): both orders each, batched and cached."""
+        """Judge many (prompt, a, b): both orders each, batched and cached.
+
+        `rubric` replaces the system prompt and `question` the closing question for this call
+        (constitutional AI asks each pair under a principle); both are part of the cache key."""
         started = time.perf_counter()
         rubric = self.rubric if rubric is None else rubric
         queries = [(p, a, b) for p, a, b in triples] + [(p, b, a) for p, a, b in triples]
-        answers = self._ask_pairs(rubric, queries)
+        answers = self._ask_pairs(rubric, queries, question)
         n = len(triples)
         out = []
         for t in range(n):
