@@ -11,6 +11,7 @@ Tables (one campaign = prompts x candidate responses shown to annotators):
     assignments         item x annotator, status pending | done | skipped (a "task")
     judgments           one submission: JSON payload, idempotency key unique per annotator,
                         undone flag (undo keeps the row, so nothing is ever deleted)
+    server_settings     key/value: the secret behind annotators' opaque response ids
 
 SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and synchronous=FULL,
 so an acknowledged commit survives a crash of the process or the machine. Write requests
@@ -43,6 +44,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -76,6 +78,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     password_hash: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+Index("uq_users_name_lower", func.lower(User.name), unique=True)  # names are case-insensitive
 
 
 class ApiToken(Base):
@@ -170,6 +175,19 @@ class Judgment(Base):
     payload: Mapped[dict] = mapped_column(JSON, nullable=False)
     undone: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class ServerSetting(Base):
+    __tablename__ = "server_settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+def server_setting(session: Session, key: str) -> str:
+    row = session.get(ServerSetting, key)
+    if row is None:
+        raise RuntimeError(f"server setting {key!r} missing: run the migrations (prefloop serve does)")
+    return row.value
 
 
 # ---------------------------------------------------------------------------------------------

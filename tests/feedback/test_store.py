@@ -75,7 +75,7 @@ def store(db_url: str):
 def test_upgrade_again_keeps_data_and_stays_at_head(db_url: str) -> None:
     upgrade(db_url)
     head = current_revision(db_url)
-    assert head == "0001"
+    assert head == "0002"
     store = Store(db_url)
     cid = _campaign(store, 5, ["alice", "bob"], overlap=2)
     before = _assignments(store, cid)

@@ -122,7 +122,10 @@
     if (me) {
       $("#user-name").textContent = me.name + (me.role === "admin" ? " (admin)" : "");
       logout.hidden = false;
-      logout.addEventListener("click", () => {
+      logout.addEventListener("click", async () => {
+        try {
+          await api("/api/logout", { method: "POST", noRedirect: true }); // revoke it on the server
+        } catch (_) { /* already invalid: nothing to revoke */ }
         localStorage.removeItem(TOKEN_KEY);
         location.href = "/login";
       });
@@ -147,10 +150,23 @@
   }
 
   // ------------------------------------------------------------------ login page
+  /** `next` as a path on this server, or "/": parsed the way the browser will follow it
+   * (backslashes, tabs, "//host" all resolve to another origin and are refused). */
+  function sameOriginPath(next) {
+    if (!next) return "/";
+    let url;
+    try {
+      url = new URL(next, location.origin);
+    } catch (_) {
+      return "/";
+    }
+    if (url.origin !== location.origin || !next.startsWith("/")) return "/";
+    return url.pathname + url.search + url.hash;
+  }
+
   function initLogin() {
     const params = new URLSearchParams(location.search);
-    const next = params.get("next");
-    const target = next && next.startsWith("/") && !next.startsWith("//") ? next : "/";
+    const target = sameOriginPath(params.get("next"));
     $("#login-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       showMessage("");
@@ -592,7 +608,9 @@
       const res = await api(`/api/campaigns/${S.cid}/undo`, { method: "POST" });
       setProgress(res.progress);
       showTask(res.task, res.previous || null);
-      showMessage("Your last submission was undone: it is back, with your answers, to change and submit again.", "info");
+      showMessage(res.undone === "skip"
+        ? "Your last skip was undone: the task is back."
+        : "Your last submission was undone: it is back, with your answers, to change and submit again.", "info");
     } catch (err) {
       showMessage(err.message, "error");
     } finally {
