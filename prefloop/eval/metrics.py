@@ -55,7 +55,7 @@ def sequence_logprobs(
 ) -> list[float]:
     """log π(y | x) summed over response tokens (end-of-turn token included), per pair."""
     from prefloop.data.tokenize import encode, pad_batch
-    from prefloop.train.common import response_logps
+    from prefloop.models.logps import response_logps
 
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from prefloop.feedback import assignment as assign_mod
 from prefloop.feedback import auth, export
 from prefloop.feedback.auth import AdminUser, CurrentUser, Principal
+from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import (
     INT64_MAX,
     AnnotatorsIn,
@@ -90,6 +91,9 @@ PAGES = {
     "annotate": "annotate.html",
     "leaderboard": "leaderboard.html",
     "report": "report.html",
+    "admin": "admin.html",
+    "campaign": "campaign.html",
+    "review": "review.html",
 }
 
 
@@ -229,14 +233,32 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "anonymous": c.anonymous,
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
         "created_at": c.created_at.isoformat() + "Z",
     }
 
 
+def prompt_html(prompt: Any) -> list[dict[str, Any]]:
+    """A prompt as [{role, html}] (role None for a plain-text prompt), each rendered from Markdown."""
+    if isinstance(prompt, list):
+        return [
+            {"role": m.get("role", "user"), "html": render_markdown(m.get("content", ""))} for m in prompt
+        ]
+    return [{"role": None, "html": render_markdown(str(prompt))}]
+
+
 def task_view(c: Campaign, a: Assignment, item: ItemView, ids: TaskIds) -> dict[str, Any]:
+    """A task for its annotator, responses under opaque ids (`TaskIds`); `*_html` fields are
+    Markdown rendered to sanitized HTML (`rendering.render_markdown`), the raw texts stay for editing."""
     shown = ids.shown(a.id, item, shuffle=c.anonymous)  # deterministic: reloads look the same
     responses = [
-        {"id": d, "text": shown.text[d], "model": None if c.anonymous else shown.model[d]} for d in shown.ids
+        {
+            "id": d,
+            "text": shown.text[d],
+            "html": render_markdown(shown.text[d]),
+            "model": None if c.anonymous else shown.model[d],
+        }
+        for d in shown.ids
     ]
     return {
         "task_id": a.id,
@@ -247,6 +269,8 @@ def task_view(c: Campaign, a: Assignment, item: ItemView, ids: TaskIds) -> dict[
         "feedback_types": list(c.feedback_types),
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
+        "prompt_html": prompt_html(item.prompt),
         "status": a.status,
     }
 
@@ -382,6 +406,10 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     _api_routes(app, store, task_ids)
+    from prefloop.feedback import admin, review  # they build on this module's helpers
+
+    admin.add_routes(app, store)
+    review.add_routes(app, store)
     _page_routes(app)
     app.add_middleware(GuardMiddleware)
     return app
@@ -1019,3 +1047,15 @@ def _page_routes(app: FastAPI) -> None:
     @app.get("/report/{cid}", response_class=HTMLResponse, include_in_schema=False)
     def report_page(request: Request, cid: Id) -> HTMLResponse:
         return render(request, "report", campaign_id=cid)
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page(request: Request) -> HTMLResponse:
+        return render(request, "admin")
+
+    @app.get("/admin/{cid}", response_class=HTMLResponse, include_in_schema=False)
+    def campaign_page(request: Request, cid: int) -> HTMLResponse:
+        return render(request, "campaign", campaign_id=cid)
+
+    @app.get("/review/{cid}", response_class=HTMLResponse, include_in_schema=False)
+    def review_page(request: Request, cid: int) -> HTMLResponse:
+        return render(request, "review", campaign_id=cid)

@@ -1,7 +1,7 @@
 """Security: case-insensitive unique user names; a per-database secret for opaque response ids.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30
 
 `server_settings` holds one random secret, made here, so every server process (and every
@@ -15,8 +15,8 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
