@@ -46,7 +46,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -696,6 +696,13 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
     def submit(task_id: Id, body: SubmitIn, user: CurrentUser) -> dict[str, Any]:
         try:
             return submit_judgment(store, task_ids, task_id, body, user)
+        except _Changed:
+            # Submitted (by a concurrent retry, or another key), undone or moved meanwhile: the
+            # same checks again on what is there now give the right answer (or a fresh write).
+            try:
+                return submit_judgment(store, task_ids, task_id, body, user)
+            except _Changed:
+                raise HTTPException(409, f"task {task_id} changed while submitting; try again") from None
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its judgment.
             with store.read() as s:
@@ -940,33 +947,53 @@ def _canonical(payload: dict[str, Any]) -> str:
 def submit_judgment(
     store: Store, task_ids: TaskIds, task_id: int, body: SubmitIn, user: Principal
 ) -> dict[str, Any]:
-    with store.write() as s:
-        a = own_task(s, task_id, user, lock=True)
+    """Validate against a read snapshot, then write in one short transaction: a guarded UPDATE of
+    the task (pending/skipped -> done) and one INSERT. Only that write holds SQLite's write lock
+    (and pays the commit's fsync), which is what bounds submit latency under load. A concurrent
+    change between the two steps (a retry, an undo, a reassignment) is caught by the guard."""
+    with store.read() as s:
+        a = own_task(s, task_id, user)
         item = load_item(s, a.item_id)
-        shown = task_ids.shown(a.id, item, shuffle=False)
+        c = s.get(Campaign, a.campaign_id)
         existing = find_by_key(s, user.id, body.idempotency_key)
+        shown = task_ids.shown(a.id, item, shuffle=False)
         if existing is not None:
             return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
         if a.status == "done":
             raise HTTPException(409, f"task {task_id} is already submitted; undo it to change the answer")
-        c = s.get(Campaign, a.campaign_id)
         problem = validate_submission(body, shown.ids, list(c.feedback_types), (c.rating_lo, c.rating_hi))
         if problem:
             raise HTTPException(422, problem)
-        j = Judgment(
-            assignment_id=a.id,
-            campaign_id=c.id,
-            item_id=item.id,
-            user_id=user.id,
-            idempotency_key=body.idempotency_key,
-            payload=payload_to_real(body.feedback(), shown),
-            undone=False,
-            created_at=utcnow(),
-        )
-        s.add(j)
-        a.status, a.updated_at = "done", utcnow()
-        s.flush()
-        return {"judgment_id": j.id, "duplicate": False, "revealed_models": revealed_models(shown)}
+        campaign_id, item_id = c.id, item.id
+    payload = payload_to_real(body.feedback(), shown)
+    with store.write() as s:
+        now = utcnow()
+        claimed = s.execute(
+            update(Assignment)
+            .where(Assignment.id == task_id, Assignment.user_id == user.id, Assignment.status != "done")
+            .values(status="done", updated_at=now)
+        ).rowcount
+        if not claimed:  # changed since the read: answer as if the write had come first
+            raise _Changed
+        judgment_id = s.execute(
+            insert(Judgment)
+            .values(
+                assignment_id=task_id,
+                campaign_id=campaign_id,
+                item_id=item_id,
+                user_id=user.id,
+                idempotency_key=body.idempotency_key,
+                payload=payload,
+                undone=False,
+                created_at=now,
+            )
+            .returning(Judgment.id)
+        ).scalar_one()
+    return {"judgment_id": judgment_id, "duplicate": False, "revealed_models": revealed_models(shown)}
+
+
+class _Changed(Exception):
+    """The task changed between submit's read and its write (the caller reads again)."""
 
 
 def _payload_or_none(body: SubmitIn, shown: Shown) -> dict[str, Any] | None:

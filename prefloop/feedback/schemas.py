@@ -121,7 +121,7 @@ class CampaignIn(_Strict):
 class CampaignPatch(_Strict):
     """Fields of a campaign an admin may change (PATCH /api/campaigns/{cid}); unset = unchanged."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: NonBlank | None = Field(default=None, max_length=200)
     feedback_types: list[FeedbackType] | None = Field(default=None, min_length=1)
     overlap: int | None = Field(default=None, ge=1, le=1000)
     anonymous: bool | None = None

@@ -24,7 +24,10 @@ def server(request: pytest.FixtureRequest, server_factory: Any) -> ServerProcess
 
 
 # Well-formed bodies, so access rules (not body validation) decide the answer; others get {}.
-BODIES = {"/api/tasks/{task_id}/submit": {"idempotency_key": "probe", "ranking": [[1]]}}
+BODIES = {
+    "/api/tasks/{task_id}/submit": {"idempotency_key": "probe", "ranking": [[1]]},
+    "/api/tasks/{task_id}/problem": {"text": "probe"},
+}
 
 
 def _fill(path: str, values: dict[str, Any]) -> str:
@@ -83,7 +86,7 @@ def test_every_endpoint_for_every_role(server: ServerProcess) -> None:
                     assert r.status_code in (200, 422), where
                 elif role == "anonymous":
                     assert r.status_code == 401, where
-                elif "admin" in tags:
+                elif {"admin", "review"} & set(tags):
                     assert (r.status_code == 403) == (role != "admin"), where
                 elif role == "other" and ("{cid}" in path or "{task_id}" in path):
                     assert r.status_code == 404, where  # as if it did not exist
@@ -273,6 +276,12 @@ def test_bad_input_table(server: ServerProcess) -> None:
         # campaigns, items, users
         (admin, "POST", "/api/campaigns", {"name": " \t ", "feedback_types": ["ranking"]}, 422, "name"),
         (admin, "POST", "/api/campaigns", {"name": "x", "feedback_types": []}, 422, "feedback_types"),
+        (admin, "PATCH", f"/api/campaigns/{cid}", {"name": "  "}, 422, "name"),
+        (admin, "PATCH", f"/api/campaigns/{INT64_OVER}", {"name": "x"}, 422, "cid"),
+        (admin, "POST", f"/api/judgments/{INT64_OVER}/review", {"review": "accepted"}, 422, "jid"),
+        (admin, "POST", f"/api/items/{INT64_OVER}/comments", {"text": "x"}, 422, "item_id"),
+        ("ann", "POST", f"/api/tasks/{INT64_OVER}/problem", {"text": "x"}, 422, "task_id"),
+        (admin, "GET", f"/api/campaigns/{cid}/review?offset=-1", None, 422, "offset"),
         (
             admin,
             "POST",
