@@ -427,7 +427,9 @@ def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> 
     page.keyboard.press("Enter")
     expect(page.locator("#done-panel")).to_be_visible()
     (j,) = judgments(live_server, camp.id)
-    text_of = {r["id"]: r["text"] for r in j["responses"]}  # stored ids -> texts (cards show A..L in item order)
+    text_of = {
+        r["id"]: r["text"] for r in j["responses"]
+    }  # stored ids -> texts (cards show A..L in item order)
     order = [3, 4, 2, 5, 6, 7, 8, 9, 10, 0, 11, 1]
     assert [[text_of[r] for r in g] for g in j["payload"]["ranking"]] == [[f"answer {i}"] for i in order]
     assert page.dialogs == [] and page.errors == []
