@@ -160,11 +160,17 @@ def run_trl(args, opts: dict, workdir: Path) -> dict:
         def on_log(self, _args, state, _control, logs_=None, **k):
             logs_ = k.get("logs", logs_)
             if logs_:
-                logs.setdefault(state.global_step, {}).update({a: b for a, b in logs_.items() if isinstance(b, (int, float))})
+                logs.setdefault(state.global_step, {}).update(
+                    {a: b for a, b in logs_.items() if isinstance(b, (int, float))}
+                )
 
     t0 = time.perf_counter()
     trainer = trainer_cls(
-        model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
+        model=model,
+        reward_funcs=reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
         callbacks=[Timer()],
     )
     original = trainer._generate_and_score_completions
@@ -278,7 +284,9 @@ def summarize(name: str, raw: dict, prompt_tokens: float) -> dict:
     gen_s, gen_tokens = mean("generate_s"), mean("generated_tokens")
     breakdown = {k: mean(k) for k in ("generate_s", "logprobs_s", "reward_s", "train_s", "optimizer_s")}
     if not any(p.get("train_s") for p in phases):  # TRL: the rest of the step is the update
-        breakdown["train_s"] = max(0.0, s - breakdown["generate_s"] - breakdown["logprobs_s"] - breakdown["reward_s"])
+        breakdown["train_s"] = max(
+            0.0, s - breakdown["generate_s"] - breakdown["logprobs_s"] - breakdown["reward_s"]
+        )
         breakdown["optimizer_s"] = None
     row = {
         "run": name,
@@ -344,7 +352,16 @@ def markdown(rows: dict, args) -> str:
 def child_flags(args) -> list[str]:
     return [
         *("--model", args.model, "--steps", str(args.steps), "--max-new-tokens", str(args.max_new_tokens)),
-        *("--lr", str(args.lr), "--threads", str(args.threads), "--seed", str(args.seed), "--device", args.device),
+        *(
+            "--lr",
+            str(args.lr),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--device",
+            args.device,
+        ),
     ]
 
 
