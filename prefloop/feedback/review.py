@@ -162,12 +162,11 @@ def review_data(
             {
                 "item_id": iid,
                 "prompt": item.prompt,
-                "prompt_html": render_markdown(_prompt_text(item.prompt)),
                 "prompt_text": _short(_prompt_text(item.prompt)),
                 "is_gold": item.gold is not None,
                 "agreement": agreement,
                 "responses": [
-                    {"id": r.id, "label": label[r.id], "model": r.model, "html": render_markdown(r.text)}
+                    {"id": r.id, "label": label[r.id], "model": r.model, "text": r.text}
                     for r in item.responses
                 ],
                 "judgments": [
@@ -188,6 +187,10 @@ def review_data(
         rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0, r["item_id"]))
     total = len(rows)
     page = rows[offset : offset + limit]
+    for row in page:  # Markdown is rendered for the shown page only
+        row["prompt_html"] = render_markdown(_prompt_text(row["prompt"]))
+        for r in row["responses"]:
+            r["html"] = render_markdown(r["text"])
     out: dict[str, Any] = {"by": by, "total": total, "offset": offset, "limit": limit, "items": page}
     if by == "annotator":
         per: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -361,6 +361,8 @@ class AIJudge:
         name: the annotator name ("ai:<backend name>" by default).
     """
 
+    rating_range = (1.0, 9.0)  # what `rate` returns
+
     def __init__(
         self,
         backend: JudgeBackend,

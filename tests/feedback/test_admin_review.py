@@ -276,6 +276,10 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     assert (
         s.api("GET", f"/api/campaigns/{camp.id}/review?max_agreement=0.5", token=admin).json()["total"] == 0
     )
+    paged = s.api("GET", f"/api/campaigns/{camp.id}/review?limit=1&offset=1", token=admin).json()
+    assert paged["total"] == 2 and [i["item_id"] for i in paged["items"]] == [data["items"][1]["item_id"]]
+    html = s.api("GET", f"/api/campaigns/{camp.id}/review.html?limit=1&offset=1", token=admin).text
+    assert 'data-offset="0"' in html  # the pager leads back to the first page
     by_annotator = s.api(
         "GET", f"/api/campaigns/{camp.id}/review?by=annotator&annotator=rv3", token=admin
     ).json()
