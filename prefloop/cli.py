@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.judge_report",
         "measure an AI judge: agreement with gold and simulated annotators",
     ),
+    "constitutional": (
+        "prefloop.constitutional",
+        "constitutional AI: 'sl' (critique, revise, SFT) or 'rl' (AI labels, PM, DPO)",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",

@@ -53,6 +53,8 @@ class RewardConfig(TrainConfig):
     """Peak learning rate of AdamW."""
     use_margin: bool = True
     """Use each pair's margin (Llama 2 margin loss) when the data has margins."""
+    soft_labels: bool = True
+    """Use a pair's meta['p_chosen'] (an AI judge's P(chosen ≻ rejected)) as a soft Bradley–Terry target when given."""
     ranking_kind: Literal["pairwise", "plackett_luce"] = "pairwise"
     """Loss for ranked data: all C(K,2) pairs per prompt, or the Plackett-Luce listwise likelihood."""
     eval_fraction: float = 0.1
@@ -104,6 +106,7 @@ def tokenize(records, tokenizer, cfg: RewardConfig) -> list[dict]:
                     "seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)],
                     "ranks": [0, 1],
                     "margin": r.margin,
+                    "p_chosen": r.meta.get("p_chosen") if cfg.soft_labels else None,
                 }
             )
         else:
@@ -142,7 +145,13 @@ def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
         margin = None
         if cfg.use_margin and any(item["margin"] is not None for item in items):
             margin = torch.tensor([item["margin"] or 0.0 for item in items], device=rewards.device)
-        loss, metrics = bradley_terry_loss(chosen, rejected, margin)
+        soft = None
+        if any(item.get("p_chosen") is not None for item in items):
+            soft = torch.tensor(
+                [1.0 if item.get("p_chosen") is None else float(item["p_chosen"]) for item in items],
+                device=rewards.device,
+            )
+        loss, metrics = bradley_terry_loss(chosen, rejected, margin, soft)
     else:
         table, mask, ranks = ranked_table(rewards, items)
         loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
