@@ -238,7 +238,7 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     )
     j1 = rank_every_task(s, camp.id, camp.tokens["rv1"], ["x", "y", "z"], critique="x is right")
     rank_every_task(s, camp.id, camp.tokens["rv2"], ["x", "y", "z"])
-    j3 = rank_every_task(s, camp.id, camp.tokens["rv3"], ["z", "y", "x"])
+    j3 = rank_every_task(s, camp.id, camp.tokens["rv3"], ["z", "y", "x"], critique="z wins")
     admin = s.admin_token
 
     def export() -> list[dict[str, Any]]:
@@ -264,6 +264,8 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     ).raise_for_status()
     exported = export()
     assert len(exported) == 4 and "rv3" not in {r["meta"]["annotator"] for r in exported}
+    critiques = s.api("GET", f"/api/campaigns/{camp.id}/export?kind=critique", token=admin).text.splitlines()
+    assert [json.loads(x)["meta"]["annotator"] for x in critiques] == ["rv1", "rv1"]  # not rv3's "z wins"
     consensus = s.api(
         "GET", f"/api/campaigns/{camp.id}/export?kind=pairwise&mode=consensus", token=admin
     ).text
