@@ -463,3 +463,24 @@ def test_upload_review_and_export_on_postgres(server_factory: Any, pg_url: str) 
         None,
         "rejected",
     }
+
+
+def test_annotator_list_counts_only_live_tokens(server_factory: Any) -> None:
+    import time
+
+    s = server_factory(extra_args=("--token-ttl-hours", "0.0005"))  # tokens live 1.8 s
+    camp = s.create_campaign(name="ttl", annotators=["ttl-a"])
+
+    def count() -> int:
+        return s.api("GET", f"/api/campaigns/{camp.id}/annotators", token=s.admin_token).json()[0]["tokens"]
+
+    assert count() == 1
+    time.sleep(2.0)
+    # the admin's own token expired too: log in again
+    r = s.api("POST", "/api/login", json={"name": "admin", "password": s.admin_password})
+    s.admin_token = r.json()["token"]
+    assert count() == 0
+    tokens = s.api("GET", "/api/users/ttl-a/tokens", token=s.admin_token).json()
+    assert [t["expired"] for t in tokens] == [True]
+    s.api("POST", "/api/users/ttl-a/tokens", token=s.admin_token).raise_for_status()
+    assert count() == 1
