@@ -31,7 +31,7 @@ Cache: an SQLite file keyed by sha256 of (judge name, rubric hash, kind, prompt,
 texts); every batch is committed as it finishes, so a judge that fails half-way keeps what it
 answered and a rerun asks only the rest. Reruns of the same labels cost nothing.
 
-`rank` is Copeland over all pairs; `rate` is the expected digit 1..9 under the next-token
+`rank` orders by expected wins Σ_j P(i ≻ j) over all pairs (soft Copeland); `rate` is the expected digit 1..9 under the next-token
 probabilities of the digits after a rating question; `judge_binary` is P("Yes") > P("No").
 """
 
@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from prefloop.data.records import PromptText
-from prefloop.teachers.base import Preference, copeland_ranks
+from prefloop.teachers.base import Preference, order_to_ranks
 
 Chat = list[dict[str, str]]
 
@@ -489,7 +489,18 @@ class AIJudge:
         return self.compare_batch([(prompt, a, b)])[0]
 
     def rank(self, prompt: PromptText, responses: Sequence[str]) -> list[int] | None:
-        return copeland_ranks(self, prompt, responses)
+        """Order by expected wins Σ_j P(i ≻ j) over all pairs (soft Copeland): position-debiased
+        soft labels rarely tie, so a judge whose verdicts are often ties still gives an order."""
+        k = len(responses)
+        if k == 0:
+            raise ValueError("rank needs at least one response")
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        prefs = self.compare_batch([(prompt, responses[i], responses[j]) for i, j in pairs])
+        wins = [0.0] * k
+        for (i, j), pref in zip(pairs, prefs):
+            wins[i] += pref.probability
+            wins[j] += 1.0 - pref.probability
+        return order_to_ranks(wins)
 
     def _single(
         self, kind: str, question: str, labels: Sequence[str], prompt: PromptText, response: str
