@@ -88,7 +88,7 @@ def test_critique_export_api_and_cli(live_server: ServerProcess, tmp_path: Path)
     }
     assert live_server.api("POST", f"/api/tasks/{t1['task_id']}/submit", tok, json=body).status_code == 200
     t2 = _next(live_server, tok, camp.id)
-    blue, seven = (r["id"] for r in t2["responses"])
+    _blue, seven = (r["id"] for r in t2["responses"])
     body = {
         "idempotency_key": "c2",
         "edit": {"response_id": seven, "text": "Red."},
