@@ -344,8 +344,9 @@ def load_item(session: Session, item_id: int) -> ItemView:
 def next_task(session: Session, c: Campaign, user: Principal, ids: TaskIds) -> dict[str, Any] | None:
     a = session.scalars(
         select(Assignment)
+        .join(Item, Item.id == Assignment.item_id)
         .where(Assignment.campaign_id == c.id, Assignment.user_id == user.id, Assignment.status == "pending")
-        .order_by(Assignment.id)
+        .order_by(Item.priority.desc().nulls_last(), Assignment.id)  # active selection's priority first
         .limit(1)
     ).first()
     return None if a is None else task_view(c, a, load_item(session, a.item_id), ids)
@@ -406,10 +407,11 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     _api_routes(app, store, task_ids)
-    from prefloop.feedback import admin, review  # they build on this module's helpers
+    from prefloop.feedback import admin, priority, review  # they build on this module's helpers
 
     admin.add_routes(app, store)
     review.add_routes(app, store)
+    priority.add_routes(app, store)
     _page_routes(app)
     app.add_middleware(GuardMiddleware)
     return app
@@ -896,7 +898,13 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
     ids = []
     now = utcnow()
     for data in items:
-        item = Item(campaign_id=c.id, prompt=data["prompt"], gold=data.get("gold"), created_at=now)
+        item = Item(
+            campaign_id=c.id,
+            prompt=data["prompt"],
+            gold=data.get("gold"),
+            priority=data.get("priority"),
+            created_at=now,
+        )
         s.add(item)
         s.flush()
         for pos, r in enumerate(data["responses"]):
