@@ -723,11 +723,7 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             a = own_task(s, task_id, user, lock=True)
             if a.status == "done":
                 raise HTTPException(409, f"task {task_id} is already submitted; undo it before skipping")
-            if a.status != "skipped":
-                a.status, a.updated_at = "skipped", utcnow()
-                s.flush()
-                c = s.get(Campaign, a.campaign_id, with_for_update=True)
-                assign_mod.assign(s, c, rebalance=False)
+            skip_task(s, a)
             return {"task_id": a.id, "status": a.status}
 
     @app.post("/api/campaigns/{cid}/undo", tags=["annotation"])
@@ -920,6 +916,17 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
         ids.append(item.id)
     s.flush()
     return ids
+
+
+def skip_task(s: Session, a: Assignment) -> None:
+    """Mark a pending task skipped and hand its item to another annotator (when there is one), so
+    the item still gets the campaign's overlap (the skip endpoint and "can't judge" reports)."""
+    if a.status == "skipped":
+        return
+    a.status, a.updated_at = "skipped", utcnow()
+    s.flush()
+    c = s.get(Campaign, a.campaign_id, with_for_update=True)
+    assign_mod.assign(s, c, rebalance=False)
 
 
 def find_by_key(s: Session, user_id: int, key: str) -> Judgment | None:
