@@ -374,8 +374,9 @@ def next_task(
 ) -> dict[str, Any] | None:
     a = session.execute(
         select(Assignment.id, Assignment.item_id, Assignment.status)
+        .join(Item, Item.id == Assignment.item_id)
         .where(Assignment.campaign_id == c.id, Assignment.user_id == user.id, Assignment.status == "pending")
-        .order_by(Assignment.id)
+        .order_by(Item.priority.desc().nulls_last(), Assignment.id)  # active selection's priority first
         .limit(1)
     ).first()
     return None if a is None else task_view(c, a, cached_item(store, session, a.item_id), ids)
@@ -437,10 +438,11 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     _api_routes(app, store, task_ids)
-    from prefloop.feedback import admin, review  # they build on this module's helpers
+    from prefloop.feedback import admin, priority, review  # they build on this module's helpers
 
     admin.add_routes(app, store)
     review.add_routes(app, store)
+    priority.add_routes(app, store)
     _page_routes(app)
     app.add_middleware(GuardMiddleware)
     return app
@@ -935,7 +937,13 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
     ids = []
     now = utcnow()
     for data in items:
-        item = Item(campaign_id=c.id, prompt=data["prompt"], gold=data.get("gold"), created_at=now)
+        item = Item(
+            campaign_id=c.id,
+            prompt=data["prompt"],
+            gold=data.get("gold"),
+            priority=data.get("priority"),
+            created_at=now,
+        )
         s.add(item)
         s.flush()
         for pos, r in enumerate(data["responses"]):

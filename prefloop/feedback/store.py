@@ -130,6 +130,7 @@ class Item(Base):
     gold: Mapped[dict | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )  # known answer (calibration)
+    priority: Mapped[float | None] = mapped_column(Float, nullable=True)  # higher = asked first (None: last)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     responses: Mapped[list[Response]] = relationship(order_by="Response.position", back_populates="item")
 
