@@ -306,11 +306,11 @@ def run_prefloop(args, opts: dict, workdir: Path) -> dict:
     # Time steps exactly as for TRL: marks after setup (start_run) and after each optimizer step.
     import torch
 
-    from prefloop.train import common
+    from prefloop.train.run import Run
 
     marks: list[tuple[float, float]] = []
     mark = _marker(torch, args.device, marks)
-    start_run, step_done = common.start_run, common.Run.step_done
+    start_run, step_done = preference.start_run, Run.step_done
 
     def timed_start_run(*a, **k):
         run = start_run(*a, **k)
@@ -321,8 +321,8 @@ def run_prefloop(args, opts: dict, workdir: Path) -> dict:
         step_done(self, *a, **k)
         mark()
 
-    preference.common.start_run = timed_start_run
-    common.Run.step_done = timed_step_done
+    preference.start_run = timed_start_run
+    Run.step_done = timed_step_done
     t0 = time.perf_counter()
     preference.train(cfg, records)
     total_s = time.perf_counter() - t0

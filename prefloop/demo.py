@@ -6,7 +6,7 @@ Phases (each timed and printed):
   2. before   sample `eval_samples` replies per held-out prompt from the start model;
   3. sample   K replies per training prompt from the start model;
   4. annotate a simulated annotator ranks each prompt's K replies: Plackett–Luce noise
-              over the gold score (`prefloop.feedback.teachers.SimulatedAnnotator`), so it
+              over the gold score (`prefloop.teachers.simulated.SimulatedAnnotator`), so it
               is sometimes wrong; its agreement with the noiseless gold is reported;
   5. reward   a reward model is trained on those rankings (`prefloop.train.reward_model`);
               its accuracy is measured on the held-out prompts' samples against the gold
@@ -213,16 +213,16 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     from prefloop.config import save_yaml
     from prefloop.data.records import RankedResponses, record_to_dict
-    from prefloop.data.tokenize import encode_prompt
     from prefloop.eval.metrics import gold_score, kl_to_reference, mean_and_stderr
     from prefloop.eval.report import write_report
-    from prefloop.feedback.teachers import SimulatedAnnotator, gold_agreement
-    from prefloop.generation.hf import HFGenerator, stop_token_ids
+    from prefloop.generation.hf import HFGenerator
     from prefloop.models.load import load_causal_lm, load_tokenizer
     from prefloop.rewards.gold import SentimentGold
     from prefloop.tasks import split_prompts, task_prompts
+    from prefloop.teachers.simulated import SimulatedAnnotator, gold_agreement
     from prefloop.train import preference, reward_model
-    from prefloop.train.common import read_metrics, set_seed
+    from prefloop.train.checkpoint import set_seed
+    from prefloop.train.logs import read_metrics
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -256,15 +256,13 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     eval_flat_prompts = [p for p in eval_prompts for _ in range(cfg.eval_samples)]
     with phases.phase("before", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts"):
         before = [
-            c.text
-            for cs in generator(start_model).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
-            for c in cs
+            c.text for c in generator(start_model).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
         ]
         gold_before_mean, gold_before = gold_score(gold, eval_flat_prompts, before)
         print(f"    gold score before: {gold_before_mean:.3f}", flush=True)
 
     with phases.phase("sample", f"K={cfg.k} replies x {len(train_prompts)} training prompts"):
-        samples = generator(start_model).generate(train_prompts, cfg.k, seed=cfg.seed)
+        samples = generator(start_model).generate_grouped(train_prompts, cfg.k, seed=cfg.seed)
         responses = [[c.text for c in cs] for cs in samples]
 
     with phases.phase(
@@ -348,9 +346,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "after", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts, same seed"
     ):
         policy = load_causal_lm(str(policy_path)).to(device).eval()
-        after_completions = [
-            c for cs in generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed) for c in cs
-        ]
+        after_completions = generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
         after = [c.text for c in after_completions]
 
     with phases.phase("eval", "gold score, win rate, KL to the start model, reward-model scores"):
@@ -358,16 +354,14 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_after, gold_before))
         # The KL is scored on exactly the sampled ids: the prompt ids the generator was given
         # and each reply's token_ids (no end token for a reply cut at max_new_tokens).
-        prompt_ids = [encode_prompt(tokenizer, p) for p in eval_prompts]
         kl, kl_terms = kl_to_reference(
             policy,
             start_model,
-            [ids for ids in prompt_ids for _ in range(cfg.eval_samples)],
+            [c.prompt_token_ids for c in after_completions],
             [c.token_ids for c in after_completions],
         )
         _, kl_se = mean_and_stderr(kl_terms)
-        stops = set(stop_token_ids(tokenizer))
-        capped = sum(1 for c in after_completions if not c.token_ids or c.token_ids[-1] not in stops)
+        capped = sum(1 for c in after_completions if not c.stopped)
         rm_after = scorer(eval_flat_prompts, after)
         print(
             f"    gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f}; KL {kl:.3f} ± {kl_se:.3f} nats "

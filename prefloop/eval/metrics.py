@@ -63,7 +63,7 @@ def sequence_logprobs(
     Sequences are right-padded, so padding never changes a scored position.
     """
     from prefloop.data.tokenize import TokenizedSequence, pad_batch
-    from prefloop.train.common import response_logps
+    from prefloop.models.logps import response_logps
 
     if len(prompt_ids) != len(response_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")

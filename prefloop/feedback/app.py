@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from prefloop.feedback import assignment as assign_mod
 from prefloop.feedback import auth, export
 from prefloop.feedback.auth import AdminUser, CurrentUser, Principal
+from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import (
     AnnotatorsIn,
     CampaignIn,
@@ -71,6 +72,9 @@ PAGES = {
     "annotate": "annotate.html",
     "leaderboard": "leaderboard.html",
     "report": "report.html",
+    "admin": "admin.html",
+    "campaign": "campaign.html",
+    "review": "review.html",
 }
 
 
@@ -87,13 +91,31 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "anonymous": c.anonymous,
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
         "created_at": c.created_at.isoformat() + "Z",
     }
 
 
+def prompt_html(prompt: Any) -> list[dict[str, Any]]:
+    """A prompt as [{role, html}] (role None for a plain-text prompt), each rendered from Markdown."""
+    if isinstance(prompt, list):
+        return [
+            {"role": m.get("role", "user"), "html": render_markdown(m.get("content", ""))} for m in prompt
+        ]
+    return [{"role": None, "html": render_markdown(str(prompt))}]
+
+
 def task_view(c: Campaign, a: Assignment, item: ItemView) -> dict[str, Any]:
+    """A task for its annotator; `*_html` fields are Markdown rendered to sanitized HTML
+    (`rendering.render_markdown`), the raw texts stay for editing."""
     responses = [
-        {"id": r.id, "text": r.text, "model": None if c.anonymous else r.model} for r in item.responses
+        {
+            "id": r.id,
+            "text": r.text,
+            "html": render_markdown(r.text),
+            "model": None if c.anonymous else r.model,
+        }
+        for r in item.responses
     ]
     if c.anonymous:
         random.Random(a.id).shuffle(responses)  # deterministic per task: reloads show the same order
@@ -106,6 +128,8 @@ def task_view(c: Campaign, a: Assignment, item: ItemView) -> dict[str, Any]:
         "feedback_types": list(c.feedback_types),
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
+        "prompt_html": prompt_html(item.prompt),
         "status": a.status,
     }
 
@@ -225,6 +249,10 @@ def create_app(db_url: str = "sqlite:///feedback.db", *, migrate: bool = True) -
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     _api_routes(app, store)
+    from prefloop.feedback import admin, review  # they build on this module's helpers
+
+    admin.add_routes(app, store)
+    review.add_routes(app, store)
     _page_routes(app)
     return app
 
@@ -620,3 +648,15 @@ def _page_routes(app: FastAPI) -> None:
     @app.get("/report/{cid}", response_class=HTMLResponse, include_in_schema=False)
     def report_page(request: Request, cid: int) -> HTMLResponse:
         return render(request, "report", campaign_id=cid)
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page(request: Request) -> HTMLResponse:
+        return render(request, "admin")
+
+    @app.get("/admin/{cid}", response_class=HTMLResponse, include_in_schema=False)
+    def campaign_page(request: Request, cid: int) -> HTMLResponse:
+        return render(request, "campaign", campaign_id=cid)
+
+    @app.get("/review/{cid}", response_class=HTMLResponse, include_in_schema=False)
+    def review_page(request: Request, cid: int) -> HTMLResponse:
+        return render(request, "review", campaign_id=cid)

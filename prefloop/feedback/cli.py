@@ -326,8 +326,7 @@ def _print_tokens(result: dict[str, Any]) -> None:
 
 
 def create(cfg: CreateConfig) -> int:
-    from prefloop.feedback.app import insert_items, join_annotators, new_campaign
-    from prefloop.feedback.assignment import assign
+    from prefloop.feedback.admin import create_with_items
     from prefloop.feedback.schemas import CampaignIn
 
     if not cfg.items:
@@ -346,10 +345,7 @@ def create(cfg: CreateConfig) -> int:
         raise SystemExit(f"error: {exc}") from None
     store = _open(cfg.db)
     with store.write() as s:
-        c = new_campaign(s, spec)
-        insert_items(s, c, items)
-        assign(s, c)
-        result = join_annotators(s, c, cfg.annotators) if cfg.annotators else None
+        c, result = create_with_items(s, spec, items, cfg.annotators)
         cid = c.id
     print(f"created campaign {cid} ({spec.name!r}) with {len(items)} items")
     if result:

@@ -35,6 +35,7 @@ import numpy as np
 
 from prefloop.feedback.aggregation import ranked_pairs
 from prefloop.feedback.agreement import (
+    agreement_counts,
     annotator_pair_agreement,
     flag_outliers,
     groups_to_ranks,
@@ -215,6 +216,22 @@ def _tau_vs_consensus(judgments: Sequence[Judgment]) -> dict[Hashable, float | N
     return {who: float(np.mean(v)) for who, v in taus.items()}
 
 
+def item_agreement(judgments_of_one_item: Sequence[Judgment]) -> float | None:
+    """Share of (response pair, annotator pair) combinations where both annotators gave the
+    same outcome on the pair (first better / second better / tie), pooled over the item's
+    response pairs; None when fewer than two annotators compared any pair.
+
+    Rankings count as all their pairs, a pairwise choice as its one pair (as in the report's
+    percent agreement on pairs, restricted to one item): the review page's "low agreement" filter.
+    """
+    units: dict[Hashable, dict[Hashable, str]] = defaultdict(dict)
+    for j in judgments_of_one_item:
+        for pair, outcome in pair_outcomes(j).items():
+            units[pair][j["annotator"]] = outcome
+    agree, total = agreement_counts(units)
+    return agree / total if total else None
+
+
 def quality_report(
     judgments: Sequence[Judgment], gold_threshold: float = 0.6, outlier_k: float = 2.0
 ) -> dict[str, Any]:
@@ -275,7 +292,13 @@ def leaderboard(
     judgments: Sequence[Judgment], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
 ) -> dict[str, Any]:
     """Elo and Bradley–Terry (Elo-like scale, bootstrap CI) ratings of the campaign's models."""
-    comparisons = model_comparisons(judgments)
+    return comparison_board(model_comparisons(judgments), n_bootstrap=n_bootstrap, seed=seed, k=k)
+
+
+def comparison_board(
+    comparisons: Sequence[tuple[str, str, float]], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
+) -> dict[str, Any]:
+    """The leaderboard of (model_a, model_b, score of a) comparisons from any judge (people, AI, gold)."""
     elo_ratings = elo(comparisons, k=k)
     bt = bradley_terry(comparisons, n_bootstrap=n_bootstrap, seed=seed, scale="elo")
     return {

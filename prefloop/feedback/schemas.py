@@ -64,6 +64,50 @@ class CampaignIn(_Strict):
         return v
 
 
+class CampaignPatch(_Strict):
+    """Fields of a campaign an admin may change (PATCH /api/campaigns/{cid}); unset = unchanged."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    feedback_types: list[FeedbackType] | None = Field(default=None, min_length=1)
+    overlap: int | None = Field(default=None, ge=1, le=1000)
+    anonymous: bool | None = None
+    rating_scale: tuple[float, float] | None = None
+    instructions: str | None = Field(default=None, max_length=100_000)
+
+    @field_validator("feedback_types")
+    @classmethod
+    def _unique_types(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else CampaignIn._unique_types(v)
+
+    @field_validator("rating_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        return v if v is None else CampaignIn._scale(v)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> CampaignPatch:
+        for key in self.model_fields_set:
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: null is not a value; leave the field out to keep it")
+        return self
+
+
+class ReviewIn(_Strict):
+    review: Literal["accepted", "rejected"] | None
+    """accepted | rejected | null (back to unreviewed)"""
+
+
+class NoteIn(_Strict):
+    text: str = Field(min_length=1, max_length=10_000)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is blank")
+        return v.strip()
+
+
 class AnnotatorsIn(_Strict):
     names: list[str] = Field(min_length=1, max_length=10_000)
 

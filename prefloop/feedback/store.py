@@ -10,7 +10,10 @@ Tables (one campaign = prompts x candidate responses shown to annotators):
     responses           candidate responses; model name and checkpoint kept for leaderboards
     assignments         item x annotator, status pending | done | skipped (a "task")
     judgments           one submission: JSON payload, idempotency key unique per annotator,
-                        undone flag (undo keeps the row, so nothing is ever deleted)
+                        undone flag (undo keeps the row, so nothing is ever deleted), the
+                        admin's review (accepted | rejected | none; rejected ones are never exported)
+    item_notes          per-item notes: an admin's review comment, or an annotator's
+                        "can't judge / report a problem" (kind comment | problem)
 
 SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and synchronous=FULL,
 so an acknowledged commit survives a crash of the process or the machine. Write requests
@@ -43,6 +46,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    or_,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -59,6 +63,8 @@ from sqlalchemy.orm import (
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 FEEDBACK_TYPES = ("pairwise", "ranking", "rating", "binary", "critique", "edit")
 TASK_STATUSES = ("pending", "done", "skipped")
+REVIEW_STATES = ("accepted", "rejected")  # a judgment's review; NULL = not reviewed
+NOTE_KINDS = ("comment", "problem")
 
 
 def utcnow() -> dt.datetime:
@@ -169,6 +175,27 @@ class Judgment(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
     payload: Mapped[dict] = mapped_column(JSON, nullable=False)
     undone: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    review: Mapped[str | None] = mapped_column(String(20), nullable=True)  # accepted | rejected
+    reviewed_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ItemNote(Base):
+    """A note on an item: an admin's comment on the review page, or an annotator's problem
+    report ("can't judge": broken prompt, unreadable response, ...) sent instead of a judgment."""
+
+    __tablename__ = "item_notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # comment | problem
+    text: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
@@ -318,18 +345,25 @@ def response_dicts(item: Item) -> list[dict[str, Any]]:
     return [{"id": r.id, "model": r.model, "text": r.text} for r in item.responses]
 
 
-def campaign_judgments(session: Session, cid: int) -> list[dict[str, Any]]:
+def campaign_judgments(session: Session, cid: int, include_rejected: bool = False) -> list[dict[str, Any]]:
     """Every live (not undone) submission of campaign `cid`, oldest first, as plain dicts.
 
+    Judgments an admin rejected on the review page are left out (so out of every export, the
+    report and the leaderboard) unless `include_rejected` (the review page itself).
+
     {"judgment_id", "item_id", "annotator", "is_gold", "gold", "prompt",
-     "responses": [{"id", "model", "text"}], "payload": submit body minus idempotency_key}
+     "responses": [{"id", "model", "text"}], "payload": submit body minus idempotency_key,
+     "review": None | "accepted" | "rejected"}
     """
-    rows = session.execute(
+    query = (
         select(Judgment, User.name)
         .join(User, User.id == Judgment.user_id)
         .where(Judgment.campaign_id == cid, Judgment.undone.is_(False))
         .order_by(Judgment.id)
-    ).all()
+    )
+    if not include_rejected:
+        query = query.where(or_(Judgment.review.is_(None), Judgment.review != "rejected"))
+    rows = session.execute(query).all()
     item_ids = sorted({j.item_id for j, _ in rows})
     items: dict[int, Item] = {}
     if item_ids:
@@ -350,6 +384,7 @@ def campaign_judgments(session: Session, cid: int) -> list[dict[str, Any]]:
                 "prompt": item.prompt,
                 "responses": response_dicts(item),
                 "payload": dict(judgment.payload),
+                "review": judgment.review,
             }
         )
     return out

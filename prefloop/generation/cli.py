@@ -84,7 +84,7 @@ def run(cfg: GenerateConfig) -> Path:
         max_prompt_length=cfg.max_prompt_length,
     )
     started = time.perf_counter()
-    completions = generator.generate(prompts, num_responses=cfg.num_responses, seed=cfg.seed)
+    completions = generator.generate_grouped(prompts, num_responses=cfg.num_responses, seed=cfg.seed)
     elapsed = time.perf_counter() - started
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)

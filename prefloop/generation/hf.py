@@ -1,53 +1,45 @@
 """Sampling completions with Hugging Face `generate` (CPU / single device; tests and small runs).
 
-`HFGenerator.generate(prompts, num_responses=K, seed=s)` returns, for each prompt, K
-`Completion`s: the text (special tokens stripped), the sampled token ids (ending with the
-stop token when the model stopped by itself) and their summed log-probability under the
+`HFGenerator` implements `prefloop.generation.base.Generator`:
+`generate(prompts, num_responses=K, seed=s)` returns K `Completion`s per prompt, prompt-major
+(flat; `group_by_prompt` regroups them), each with the prompt ids, the sampled token ids (ending
+with the stop token when the model stopped by itself: finish_reason "eos", else "length"), the
+decoded text (special tokens stripped) and the per-token log-probabilities under the
 distribution they were sampled from:
 
-    logprob = sum_t log softmax(process(logits_t))[y_t]
+    token_logprobs[t] = log softmax(process(logits_t))[y_t]
 
 where `process` is what sampling applied (temperature, then top-p truncation). With
-temperature 1 and top_p 1 this is the model's own log p(y | x), equal to a teacher-forced
-forward pass over prompt + token_ids. With temperature 0 decoding is greedy and the
-log-prob is the model's (temperature 1) log p of the greedy tokens.
+temperature 1 and top_p 1 this is the model's own log π(y_t | x, y_<t), equal to a
+teacher-forced forward pass over prompt + token_ids. With temperature 0 decoding is greedy and
+the log-probs are the model's (temperature 1) log π of the greedy tokens.
 
 Prompts go through the tokenizer's chat template with the assistant header
 (`prefloop.data.tokenize.encode_prompt`), are left-padded in batches of `batch_size`
 sequences (memory stays bounded whatever K and the number of prompts), and generation
-stops at eos or the end-of-turn token (<|im_end|> for ChatML models). The seed fixes the
-samples: the same seed, prompts, K and batch size give the same completions; the global
-torch RNG is left untouched.
+stops at eos or the end-of-turn token (<|im_end|> for ChatML models).
+
+Randomness: the global torch RNG is never touched. `seed=s` fixes the samples: the same seed,
+prompts, K and batch size give the same completions. `seed=None` continues the generator's own
+stream (started from the constructor's `seed`), which `rng_state()` / `set_rng_state()` save and
+restore, so a training loop that checkpoints the state resumes generation exactly.
+`update_weights` is a no-op when given the model the generator already samples from (the
+in-process case: training updates it in place); another module replaces it, a state dict is
+loaded into it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from prefloop.data.records import PromptText
+from prefloop.generation.base import Completion, Generator, group_by_prompt
 
-
-@dataclass
-class Completion:
-    """One sampled response: decoded text, its token ids and their summed log-prob."""
-
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    logprob: float = 0.0
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """Anything that samples K completions per prompt (HF generate here, vLLM on GPUs)."""
-
-    def generate(
-        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int = 0
-    ) -> list[list[Completion]]: ...
+__all__ = ["Completion", "Generator", "HFGenerator", "group_by_prompt", "stop_token_ids"]
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -76,6 +68,7 @@ class HFGenerator:
         batch_size: int = 16,
         max_prompt_length: int | None = None,
         progress: bool | None = None,
+        seed: int = 0,
     ):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -89,18 +82,19 @@ class HFGenerator:
         self.progress = progress  # None: a bar only when there is more than one batch
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self._stream = self._seeded_state(seed)
 
     # ----------------------------------------------------------------- public
 
     def generate(
-        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int = 0
-    ) -> list[list[Completion]]:
-        """K = `num_responses` completions for each prompt, in prompt order."""
+        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int | None = None
+    ) -> list[Completion]:
+        """K = `num_responses` completions for each prompt, prompt-major (see the module notes)."""
         if num_responses < 1:
             raise ValueError(f"num_responses must be at least 1, got {num_responses}")
         encoded = [_encode_prompt(self.tokenizer, p, self.max_prompt_length) for p in prompts]
         # Each prompt repeated K times, consecutively; batches cut through this list.
-        flat = [ids for ids in encoded for _ in range(num_responses)]
+        flat = [(i, ids) for i, ids in enumerate(encoded) for _ in range(num_responses)]
         starts = list(range(0, len(flat), self.batch_size))
         results: list[Completion] = []
         model = self.model
@@ -108,18 +102,68 @@ class HFGenerator:
         model.eval()
         try:
             with torch.random.fork_rng(devices=self._rng_devices()), torch.no_grad():
-                torch.manual_seed(seed)
+                if seed is None:
+                    self._load_state(self._stream)
+                else:
+                    torch.manual_seed(seed)
                 for start in self._progress(starts):
                     results.extend(self._generate_batch(flat[start : start + self.batch_size]))
+                if seed is None:
+                    self._stream = self._current_state()
         finally:
             model.train(was_training)
-        return [results[i * num_responses : (i + 1) * num_responses] for i in range(len(prompts))]
+        return results
+
+    def generate_grouped(
+        self, prompts: Sequence[PromptText], num_responses: int = 1, seed: int | None = None
+    ) -> list[list[Completion]]:
+        """`generate`, regrouped: one list of K completions per prompt."""
+        return group_by_prompt(self.generate(prompts, num_responses, seed), len(prompts))
+
+    def update_weights(self, weights: Any) -> None:
+        """Sample from `weights` from now on: the same model (no-op), another module, or a state dict."""
+        if weights is self.model:
+            return
+        if isinstance(weights, torch.nn.Module):
+            self.model = weights
+        elif isinstance(weights, Mapping):
+            self.model.load_state_dict(weights)
+        else:
+            raise TypeError(
+                f"update_weights takes a torch module or a state dict, got {type(weights).__name__}"
+            )
+
+    def rng_state(self) -> dict[str, Any]:
+        """The random stream that `generate(seed=None)` continues (a dict of tensors; torch.save-able)."""
+        return {k: (v.clone() if v is not None else None) for k, v in self._stream.items()}
+
+    def set_rng_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a stream saved by `rng_state` (e.g. from a checkpoint)."""
+        if not isinstance(state, Mapping) or "cpu" not in state:
+            raise ValueError("set_rng_state takes the dict returned by rng_state()")
+        self._stream = {"cpu": state["cpu"].clone(), "cuda": state.get("cuda")}
 
     # ----------------------------------------------------------------- pieces
 
     def _rng_devices(self) -> list[Any]:
         device = self._device()
         return [device] if device.type == "cuda" else []
+
+    def _current_state(self) -> dict[str, Any]:
+        device = self._device()
+        cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["cpu"])
+        device = self._device()
+        if device.type == "cuda" and state.get("cuda") is not None:
+            torch.cuda.set_rng_state(state["cuda"], device)
+
+    def _seeded_state(self, seed: int) -> dict[str, Any]:
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(seed)
+            return self._current_state()
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -160,25 +204,42 @@ class HFGenerator:
             return_dict_in_generate=True,
         )
 
-    def _generate_batch(self, batch: list[list[int]]) -> list[Completion]:
-        input_ids, mask = self._left_pad(batch)
+    def _generate_batch(self, batch: list[tuple[int, list[int]]]) -> list[Completion]:
+        input_ids, mask = self._left_pad([ids for _, ids in batch])
         out = self.model.generate(
             input_ids=input_ids, attention_mask=mask, generation_config=self._generation_config()
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]
         # scores[t]: [N, V] processed logits for step t (after temperature / top-p).
-        scores = torch.stack(out.scores, dim=1).float()
+        scores = torch.stack(out.scores, dim=1)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         logps = torch.log_softmax(scores, dim=-1)
         token_logps = logps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        return [self._completion(new_tokens[i].tolist(), token_logps[i]) for i in range(len(batch))]
+        return [
+            self._completion(new_tokens[i].tolist(), token_logps[i], prompt_ids, prompt_index)
+            for i, (prompt_index, prompt_ids) in enumerate(batch)
+        ]
 
-    def _completion(self, tokens: list[int], token_logps: torch.Tensor) -> Completion:
+    def _completion(
+        self,
+        tokens: list[int],
+        token_logps: torch.Tensor,
+        prompt_ids: list[int] | None = None,
+        prompt_index: int = 0,
+    ) -> Completion:
         """Cut after the first stop token (later positions are padding of finished rows)."""
-        length = len(tokens)
+        length, reason = len(tokens), "length"
         for t, tok in enumerate(tokens):
             if tok in self.stop_ids:
-                length = t + 1
+                length, reason = t + 1, "eos"
                 break
         ids = tokens[:length]
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        return Completion(text=text, token_ids=ids, logprob=float(token_logps[:length].sum()))
+        return Completion(
+            text=text,
+            token_ids=ids,
+            token_logprobs=token_logps[:length].tolist(),
+            prompt_token_ids=list(prompt_ids or []),
+            finish_reason=reason,
+            prompt_index=prompt_index,
+        )

@@ -4,7 +4,10 @@
 - `prefloop.train.reward_model`: scalar reward models on pairwise / ranked data (`prefloop reward`).
 - `prefloop.train.preference`: the offline preference loop for DPO / IPO / KTO / Plackett-Luce DPO
   (`prefloop dpo|ipo|kto`).
-- `prefloop.train.common`: what the loops share (config fields, data order, checkpoints, logging).
+- What the loops share, as functions: `config` (the common fields, `run_cli`), `schedule` (data
+  order, accumulation weights, learning-rate schedule), `run` (start, `Run.step_done`, finish),
+  `checkpoint`, `logs` (metrics.jsonl, TensorBoard, progress), `optim`, `batches`.
+  Log-probs of responses and the reference model live in `prefloop.models` (`logps`, `reference`).
 
 Each loop module has `<Name>Config`, `train(cfg, records=None) -> Path` (OUTPUT/final) and
 `main(argv, command)` for the CLI.

@@ -24,30 +24,49 @@ Choices and deviations
   reference is the adapter-disabled base; without LoRA a live reference is a frozen copy.
 - Sequence log-probs are summed over response tokens (`logp_average=sum`, the papers' form) or
   averaged per token (`mean`); a loop choice, the losses do not know.
-- The LM head runs only at response positions (`common.response_logps`).
+- The LM head runs only at response positions (`response_logps`).
 - KTO's mismatched pairs: the KTO paper shifts completions by one inside each batch. Here the
   shift is over the dataset order (record i's prompt with record i+1's completion), which is as
   arbitrary a pairing and lets the reference side be precomputed; z0 is the mean over the whole
   accumulated step (not per micro-batch), so accumulation does not change it.
 - Loss normalisation: each micro-batch's mean loss is weighted by its share of the step's
-  records (`common.accumulation_scale`), so the step's loss is the full-batch mean.
+  records (`accumulation_scale`), so the step's loss is the full-batch mean.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import inspect
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from prefloop.train import common
-from prefloop.train.common import TrainConfig
+from prefloop.models.load import torch_dtype
+from prefloop.models.logps import response_logps
+from prefloop.models.reference import Reference
+from prefloop.train.batches import ranked_table, to_device
+from prefloop.train.config import TrainConfig, TrainError, run_cli
+from prefloop.train.logs import write_json
+from prefloop.train.run import begin, load_policy, prepare_output_dir, save_final, start_run
+from prefloop.train.schedule import accumulation_scale, split_eval, weighted_metrics
 
-DATA_KIND = {"dpo": "pairwise", "ipo": "pairwise", "kto": "binary", "pl_dpo": "ranked"}
+# The record kind each loss family trains on (see prefloop.losses.PREFERENCE_LOSSES).
+FAMILY_DATA_KIND = {"pairwise": "pairwise", "listwise": "ranked", "unpaired": "binary"}
+
+
+def loss_family(loss: str) -> str:
+    from prefloop.losses import PREFERENCE_LOSSES
+
+    return PREFERENCE_LOSSES[loss][0]
+
+
+def loss_options(fn: Callable[..., Any], cfg: PreferenceConfig) -> dict[str, Any]:
+    """The loss function's keyword options (beta, label_smoothing, ...) from the config fields of the same name."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: getattr(cfg, p.name) for p in params if p.default is not p.empty and hasattr(cfg, p.name)}
 
 
 @dataclass
@@ -83,7 +102,7 @@ def load_records(cfg: PreferenceConfig, records=None):
     """(train, eval) records converted to the loss's data kind (rankings -> pairs for dpo/ipo, ...)."""
     from prefloop.data.io import convert_record, read_records
 
-    kind = DATA_KIND[cfg.loss]
+    kind = FAMILY_DATA_KIND[loss_family(cfg.loss)]
     if records is None:
         if not cfg.data:
             raise FileNotFoundError("no training data: pass --data FILE")
@@ -92,7 +111,7 @@ def load_records(cfg: PreferenceConfig, records=None):
         records = [x for r in records for x in convert_record(r, kind)]
     if cfg.eval_data:
         return records, read_records(cfg.eval_data, kind=kind)
-    train_idx, eval_idx = common.split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
@@ -103,11 +122,12 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
     def enc(prompt, response):
         return encode(tokenizer, prompt, response, cfg.max_length, cfg.max_prompt_length)
 
+    family = loss_family(cfg.loss)
     items = []
     for i, r in enumerate(records):
-        if cfg.loss in ("dpo", "ipo"):
+        if family == "pairwise":
             items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)]})
-        elif cfg.loss == "pl_dpo":
+        elif family == "listwise":
             ranks = [r.rank_of(i) for i in range(len(r.responses))]
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks})
         else:  # kto: the completion, and a mismatched one (the next record's) for the KL baseline
@@ -125,12 +145,14 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
 # --------------------------------------------------------------------------- log-probs
 
 
-def seq_logps(model, seqs, pad_id: int, cfg: PreferenceConfig, device) -> torch.Tensor:
+def seq_logps(
+    model: torch.nn.Module, seqs: Sequence[Any], pad_id: int, cfg: PreferenceConfig, device: torch.device
+) -> torch.Tensor:
     """Sequence log-probs [N] of tokenized sequences in one forward pass."""
     from prefloop.data.tokenize import pad_batch
 
-    batch = common.to_device(pad_batch(seqs, pad_id), device)
-    logps, _ = common.response_logps(
+    batch = to_device(pad_batch(seqs, pad_id), device)
+    logps, _ = response_logps(
         model,
         batch["input_ids"],
         batch["attention_mask"],
@@ -140,40 +162,17 @@ def seq_logps(model, seqs, pad_id: int, cfg: PreferenceConfig, device) -> torch.
     return logps
 
 
-class Reference:
-    """Reference log-probs: from a frozen copy, the adapter-disabled base, or a precomputed table."""
+class RefLogps:
+    """Reference log-probs of the loop's items: precomputed once into a table, or computed live."""
 
-    def __init__(self, model, cfg: PreferenceConfig, device):
-        self.policy, self.cfg, self.device = model, cfg, device
-        self.frozen = None
-        if cfg.ref_model:
-            from prefloop.models.load import load_causal_lm
-
-            self.frozen = load_causal_lm(cfg.ref_model, dtype=common.torch_dtype(cfg.dtype)).to(device)
-        elif not cfg.lora and not cfg.precompute_ref:
-            self.frozen = copy.deepcopy(model)  # a live reference without LoRA needs the initial weights
-        if self.frozen is not None:
-            self.frozen.eval().requires_grad_(False)
+    def __init__(self, reference: Reference, cfg: PreferenceConfig, device: torch.device):
+        self.reference, self.cfg, self.device = reference, cfg, device
         self.table: dict[int, list[float]] = {}
 
-    def _context(self):
-        if self.frozen is None and self.cfg.lora:
-            from prefloop.models.load import disabled_adapter
+    def compute(self, seqs: Sequence[Any], pad_id: int) -> torch.Tensor:
+        return self.reference.apply(lambda m: seq_logps(m, seqs, pad_id, self.cfg, self.device))
 
-            return disabled_adapter(self.policy)
-        return contextlib.nullcontext()
-
-    @torch.no_grad()
-    def compute(self, seqs, pad_id: int) -> torch.Tensor:
-        model = self.frozen if self.frozen is not None else self.policy
-        was_training = model.training
-        model.eval()
-        with self._context():
-            out = seq_logps(model, seqs, pad_id, self.cfg, self.device)
-        model.train(was_training)
-        return out
-
-    def precompute(self, items, pad_id: int, key_offset: int = 0) -> None:
+    def precompute(self, items: Sequence[dict], pad_id: int, key_offset: int = 0) -> None:
         """Fill the table for `items` (keys = position + key_offset), batch_size records at a time."""
         for start in range(0, len(items), self.cfg.batch_size):
             chunk = items[start : start + self.cfg.batch_size]
@@ -185,7 +184,7 @@ class Reference:
                 self.table[key_offset + start + j] = values[pos : pos + n]
                 pos += n
 
-    def lookup(self, keys: list[int], items, pad_id: int) -> torch.Tensor:
+    def lookup(self, keys: list[int], items: Sequence[dict], pad_id: int) -> torch.Tensor:
         """Reference log-probs of every sequence of `items` (in `all_seqs` order), flat."""
         if self.cfg.precompute_ref:
             return torch.tensor([v for k in keys for v in self.table[k]], device=self.device)
@@ -200,33 +199,31 @@ def all_seqs(item: dict) -> list:
 # --------------------------------------------------------------------------- loss
 
 
-def preference_loss(cfg: PreferenceConfig, items, policy: torch.Tensor, ref: torch.Tensor, kl_baseline=None):
+def preference_loss(
+    cfg: PreferenceConfig,
+    items: Sequence[dict],
+    policy: torch.Tensor,
+    ref: torch.Tensor,
+    kl_baseline: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """(loss, metrics) of one micro-batch from flat policy / reference log-probs of its responses."""
     from prefloop.losses import PREFERENCE_LOSSES
 
-    fn = PREFERENCE_LOSSES[cfg.loss]
-    if cfg.loss in ("dpo", "ipo"):
+    family, fn = PREFERENCE_LOSSES[cfg.loss]
+    options = loss_options(fn, cfg)
+    if family == "pairwise":
         pc, pr, rc, rr = policy[0::2], policy[1::2], ref[0::2], ref[1::2]
-        kwargs = {"label_smoothing": cfg.label_smoothing} if cfg.loss == "dpo" else {}
-        loss, metrics = fn(pc, pr, rc, rr, beta=cfg.beta, **kwargs)
+        loss, metrics = fn(pc, pr, rc, rr, **options)
         metrics["kl"] = (pc - rc).mean().item()
         return loss, metrics
-    if cfg.loss == "kto":
+    if family == "unpaired":
         desirable = torch.tensor([item["desirable"] for item in items], device=policy.device)
-        loss, metrics = fn(
-            policy,
-            ref,
-            desirable,
-            kl_baseline,
-            beta=cfg.beta,
-            desirable_weight=cfg.desirable_weight,
-            undesirable_weight=cfg.undesirable_weight,
-        )
+        loss, metrics = fn(policy, ref, desirable, kl_baseline, **options)
         metrics["logps"] = policy.mean().item()
         return loss, metrics
-    pol, mask, ranks = common.ranked_table(policy, items)
-    rf, _, _ = common.ranked_table(ref, items)
-    loss, metrics = fn(pol, rf, mask, beta=cfg.beta, ranks=ranks)
+    pol, mask, ranks = ranked_table(policy, items)
+    rf, _, _ = ranked_table(ref, items)
+    loss, metrics = fn(pol, rf, mask, ranks=ranks, **options)
     best = mask & (ranks == ranks.masked_fill(~mask, 1 << 30).min(dim=1, keepdim=True).values)
     metrics["kl"] = (pol - rf)[best].mean().item()
     metrics["logps/chosen"] = pol[best].mean().item()
@@ -235,7 +232,7 @@ def preference_loss(cfg: PreferenceConfig, items, policy: torch.Tensor, ref: tor
 
 def loss_weight(cfg: PreferenceConfig, items) -> int:
     """The count a micro-batch's mean loss averages over (records; rankings with ≥ 2 responses)."""
-    if cfg.loss == "pl_dpo":
+    if loss_family(cfg.loss) == "listwise":
         return sum(1 for item in items if len(item["seqs"]) >= 2)
     return len(items)
 
@@ -244,13 +241,13 @@ def split_ref(
     cfg: PreferenceConfig, items, ref_flat: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Flat `all_seqs` reference values -> (responses' values, KTO mismatched values or None)."""
-    if cfg.loss != "kto":
+    if loss_family(cfg.loss) != "unpaired":
         return ref_flat, None
     return ref_flat[0::2], ref_flat[1::2]
 
 
 @torch.no_grad()
-def kto_kl_baseline(model, cfg, micro, ref: Reference, pad_id: int, device, key_lists) -> float:
+def kto_kl_baseline(model, cfg, micro, ref: RefLogps, pad_id: int, device, key_lists) -> float:
     """z0 for a step: mean over the step's records of policy − reference log-probs of mismatched pairs."""
     diffs = []
     for items, keys in zip(micro, key_lists):
@@ -261,7 +258,7 @@ def kto_kl_baseline(model, cfg, micro, ref: Reference, pad_id: int, device, key_
 
 
 @torch.no_grad()
-def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int) -> dict[str, float]:
+def evaluate(model, cfg, items, ref: RefLogps, pad_id: int, device, offset: int) -> dict[str, float]:
     """Held-out loss and implied-reward metrics (reference keys start at `offset`)."""
     model.eval()
     parts = []
@@ -270,7 +267,7 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
         keys = list(range(offset + start, offset + start + len(chunk)))
         ref_all, ref_kl = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
         z0 = None
-        if cfg.loss == "kto":
+        if loss_family(cfg.loss) == "unpaired":
             z0 = (
                 (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
             )
@@ -278,7 +275,7 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
         loss, metrics = preference_loss(cfg, chunk, policy, ref_all, z0)
         parts.append(({"loss": loss.item(), **metrics}, loss_weight(cfg, chunk)))
     model.train()
-    return {f"eval/{k}": v for k, v in common.weighted_metrics(parts).items()}
+    return {f"eval/{k}": v for k, v in weighted_metrics(parts).items()}
 
 
 # --------------------------------------------------------------------------- loop
@@ -287,30 +284,39 @@ def evaluate(model, cfg, items, ref: Reference, pad_id: int, device, offset: int
 def train(cfg: PreferenceConfig, records=None) -> Path:
     """Optimise the policy on preferences with cfg.loss; returns OUTPUT/final."""
     if cfg.beta <= 0:
-        raise common.TrainError(f"beta must be > 0, got {cfg.beta}")
-    device = common.begin(cfg)
+        raise TrainError(f"beta must be > 0, got {cfg.beta}")
+    device = begin(cfg)
     train_records, eval_records = load_records(cfg, records)
-    out = common.prepare_output_dir(cfg)
-    tokenizer, model = common.load_policy(cfg, device)
+    out = prepare_output_dir(cfg)
+    tokenizer, model = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
     items = tokenize(train_records, tokenizer, cfg)
     eval_items = tokenize(eval_records, tokenizer, cfg)
     eval_offset = len(items)  # reference-table keys of held-out records follow the training ones
 
     # The reference is fixed before any checkpoint is loaded, so a resumed run has the same one.
-    ref = Reference(model, cfg, device)
+    reference = Reference(
+        model,
+        path=cfg.ref_model,
+        lora=cfg.lora,
+        copy_policy=not cfg.precompute_ref,  # a live reference without LoRA needs the initial weights
+        dtype=torch_dtype(cfg.dtype),
+        device=device,
+    )
+    ref = RefLogps(reference, cfg, device)
     if cfg.precompute_ref:
         ref.precompute(items, pad_id)
         ref.precompute(eval_items, pad_id, key_offset=eval_offset)
 
-    run = common.start_run(cfg, out, model, len(items), desc=cfg.loss)
+    run = start_run(cfg, out, model, cfg.loss, num_records=len(items))
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        key_lists = run.schedule.micro_batches(step)
+        key_lists = run.micro_batches(step)
         micro = [[items[i] for i in keys] for keys in key_lists]
         step_weight = sum(loss_weight(cfg, m) for m in micro)
-        z0 = kto_kl_baseline(model, cfg, micro, ref, pad_id, device, key_lists) if cfg.loss == "kto" else None
+        unpaired = loss_family(cfg.loss) == "unpaired"
+        z0 = kto_kl_baseline(model, cfg, micro, ref, pad_id, device, key_lists) if unpaired else None
         parts, tokens = [], 0
         for chunk, keys in zip(micro, key_lists):
             seqs = [s for item in chunk for s in item["seqs"]]  # chosen and rejected: one forward pass
@@ -318,10 +324,10 @@ def train(cfg: PreferenceConfig, records=None) -> Path:
             policy_logps = seq_logps(model, seqs, pad_id, cfg, device)
             loss, metrics = preference_loss(cfg, chunk, policy_logps, ref_logps, z0)
             weight = loss_weight(cfg, chunk)
-            (loss * common.accumulation_scale(weight, step_weight)).backward()
+            (loss * accumulation_scale(weight, step_weight)).backward()
             parts.append(({"loss": loss.item(), **metrics}, weight))
             tokens += sum(len(s.input_ids) for s in seqs)
-        metrics = common.weighted_metrics(parts)
+        metrics = weighted_metrics(parts)
         if run.due_for_eval(step) and eval_items:
             metrics.update(evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset))
         run.step_done(step, metrics, tokens, started)
@@ -329,9 +335,9 @@ def train(cfg: PreferenceConfig, records=None) -> Path:
     if eval_items:
         result = evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset)
         run.logger.log(run.total_steps, result)
-        common.write_json(out / "eval.json", result)
+        write_json(out / "eval.json", result)
     run.close()
-    return common.save_final(model, tokenizer, out)
+    return save_final(model, tokenizer, out)
 
 
 @dataclass
@@ -366,4 +372,4 @@ COMMAND_CONFIGS = {"dpo": DPOConfig, "ipo": IPOConfig, "kto": KTOConfig}
 
 
 def main(argv: list[str], command: str = "dpo") -> None:
-    common.run_cli(COMMAND_CONFIGS.get(command, PreferenceConfig), argv, command, train)
+    run_cli(COMMAND_CONFIGS.get(command, PreferenceConfig), argv, command, train)

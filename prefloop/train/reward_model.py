@@ -32,8 +32,12 @@ from typing import Literal
 
 import torch
 
-from prefloop.train import common
-from prefloop.train.common import TrainConfig
+from prefloop.models.load import torch_dtype
+from prefloop.train.batches import ranked_table, to_device
+from prefloop.train.config import TrainConfig, TrainError, run_cli
+from prefloop.train.logs import write_json
+from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, save_final, start_run
+from prefloop.train.schedule import accumulation_scale, split_eval, weighted_metrics
 
 
 @dataclass
@@ -76,10 +80,10 @@ def load_records(cfg: RewardConfig, records=None):
     records = list(records)
     kinds = {kind_of(r) for r in records}
     if not kinds <= {"pairwise", "ranked"} or len(kinds) > 1:
-        raise common.TrainError(f"reward model data must be all pairwise or all ranked, got {sorted(kinds)}")
+        raise TrainError(f"reward model data must be all pairwise or all ranked, got {sorted(kinds)}")
     if cfg.eval_data:
         return records, read(cfg.eval_data)
-    train_idx, eval_idx = common.split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
@@ -115,15 +119,15 @@ def load_model(cfg: RewardConfig, device: torch.device):
     from prefloop.models.load import load_reward_model, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    model = load_reward_model(cfg.model, dtype=common.torch_dtype(cfg.dtype))
-    return tokenizer, common.prepare_trainable(model, cfg, "SEQ_CLS").to(device)
+    model = load_reward_model(cfg.model, dtype=torch_dtype(cfg.dtype))
+    return tokenizer, prepare_trainable(model, cfg, "SEQ_CLS").to(device)
 
 
 def score_seqs(model, seqs, pad_id: int, device) -> torch.Tensor:
     """Scalar rewards [N] of tokenized sequences (one forward pass)."""
     from prefloop.data.tokenize import pad_batch
 
-    batch = common.to_device(pad_batch(seqs, pad_id), device)
+    batch = to_device(pad_batch(seqs, pad_id), device)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     return out.logits[:, 0].float()
 
@@ -142,7 +146,7 @@ def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
             margin = torch.tensor([item["margin"] or 0.0 for item in items], device=rewards.device)
         loss, metrics = bradley_terry_loss(chosen, rejected, margin)
     else:
-        table, mask, ranks = common.ranked_table(rewards, items)
+        table, mask, ranks = ranked_table(rewards, items)
         loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
         metrics.pop("num_pairs", None)
     return loss, metrics, batch_loss_weight(items), tokens
@@ -195,28 +199,28 @@ def train(cfg: RewardConfig, records=None) -> Path:
     """Train a reward model; returns OUTPUT/final (AutoModelForSequenceClassification, num_labels=1)."""
     from prefloop.models.load import set_reward_bias
 
-    device = common.begin(cfg)
+    device = begin(cfg)
     train_records, eval_records = load_records(cfg, records)
-    out = common.prepare_output_dir(cfg)
+    out = prepare_output_dir(cfg)
     tokenizer, model = load_model(cfg, device)
     pad_id = tokenizer.pad_token_id
     items = tokenize(train_records, tokenizer, cfg)
     eval_items = tokenize(eval_records, tokenizer, cfg)
 
-    run = common.start_run(cfg, out, model, len(items), desc="reward")
+    run = start_run(cfg, out, model, "reward", num_records=len(items))
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        micro = [[items[i] for i in ids] for ids in run.schedule.micro_batches(step)]
+        micro = [[items[i] for i in ids] for ids in run.micro_batches(step)]
         # Examples of the whole accumulated step, so its loss is the full-batch mean.
         step_weight = sum(batch_loss_weight(m) for m in micro)
         parts, tokens = [], 0
         for chunk in micro:
             loss, metrics, weight, n_tokens = batch_loss(model, chunk, pad_id, cfg, device)
-            (loss * common.accumulation_scale(weight, step_weight)).backward()
+            (loss * accumulation_scale(weight, step_weight)).backward()
             parts.append(({"loss": loss.item(), **metrics}, weight))
             tokens += n_tokens
-        metrics = common.weighted_metrics(parts)
+        metrics = weighted_metrics(parts)
         if run.due_for_eval(step) and eval_items:
             metrics.update(evaluate(model, eval_items, pad_id, cfg, device))
         run.step_done(step, metrics, tokens, started)
@@ -229,9 +233,9 @@ def train(cfg: RewardConfig, records=None) -> Path:
         result["mean_train_reward_after"] = mean_training_reward(model, items, pad_id, cfg, device)
     if result:
         run.logger.log(run.total_steps, result)
-    common.write_json(out / "eval.json", {"num_train": len(items), "num_eval": len(eval_items), **result})
+    write_json(out / "eval.json", {"num_train": len(items), "num_eval": len(eval_items), **result})
     run.close()
-    return common.save_final(model, tokenizer, out)
+    return save_final(model, tokenizer, out)
 
 
 def all_pairs(items) -> bool:
@@ -247,4 +251,4 @@ def batch_loss_weight(items) -> int:
 
 
 def main(argv: list[str], command: str = "reward") -> None:
-    common.run_cli(RewardConfig, argv, command, train)
+    run_cli(RewardConfig, argv, command, train)

@@ -24,8 +24,12 @@ from pathlib import Path
 
 import torch
 
-from prefloop.train import common
-from prefloop.train.common import TrainConfig
+from prefloop.models.logps import response_logps
+from prefloop.train.batches import to_device
+from prefloop.train.config import TrainConfig, run_cli
+from prefloop.train.logs import write_json
+from prefloop.train.run import begin, load_policy, prepare_output_dir, save_final, start_run
+from prefloop.train.schedule import split_eval
 
 
 @dataclass
@@ -56,7 +60,7 @@ def load_records(cfg: SFTConfig, records=None):
         records = read_records(cfg.data, kind="demonstration")
     if cfg.eval_data:
         return list(records), read_records(cfg.eval_data, kind="demonstration")
-    train_idx, eval_idx = common.split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
@@ -68,8 +72,8 @@ def evaluate(model, seqs, pad_id: int, cfg: SFTConfig, device) -> dict[str, floa
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(seqs), cfg.batch_size):
-        batch = common.to_device(pad_batch(seqs[i : i + cfg.batch_size], pad_id), device)
-        sums, counts = common.response_logps(
+        batch = to_device(pad_batch(seqs[i : i + cfg.batch_size], pad_id), device)
+        sums, counts = response_logps(
             model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
         )
         total -= sums.sum().item()
@@ -83,25 +87,25 @@ def train(cfg: SFTConfig, records=None) -> Path:
     """Fine-tune cfg.model on demonstrations; returns OUTPUT/final."""
     from prefloop.data.tokenize import pad_batch
 
-    device = common.begin(cfg)
+    device = begin(cfg)
     train_records, eval_records = load_records(cfg, records)
-    out = common.prepare_output_dir(cfg)
-    tokenizer, model = common.load_policy(cfg, device)
+    out = prepare_output_dir(cfg)
+    tokenizer, model = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
     seqs = tokenize_demonstrations(train_records, tokenizer, cfg)
     eval_seqs = tokenize_demonstrations(eval_records, tokenizer, cfg)
 
-    run = common.start_run(cfg, out, model, len(seqs), desc="sft")
+    run = start_run(cfg, out, model, "sft", num_records=len(seqs))
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        batches = [pad_batch([seqs[i] for i in ids], pad_id) for ids in run.schedule.micro_batches(step)]
+        batches = [pad_batch([seqs[i] for i in ids], pad_id) for ids in run.micro_batches(step)]
         # Normalise by the response tokens of the whole accumulated batch (see module notes).
         step_tokens = sum(int(b["response_mask"][:, 1:].sum()) for b in batches)
         loss_total, tokens = 0.0, 0
         for batch in batches:
-            batch = common.to_device(batch, device)
-            sums, _ = common.response_logps(
+            batch = to_device(batch, device)
+            sums, _ = response_logps(
                 model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
             )
             loss = -sums.sum() / max(step_tokens, 1)
@@ -116,10 +120,10 @@ def train(cfg: SFTConfig, records=None) -> Path:
     if eval_seqs:
         result = evaluate(model, eval_seqs, pad_id, cfg, device)
         run.logger.log(run.total_steps, result)
-        common.write_json(out / "eval.json", result)
+        write_json(out / "eval.json", result)
     run.close()
-    return common.save_final(model, tokenizer, out)
+    return save_final(model, tokenizer, out)
 
 
 def main(argv: list[str], command: str = "sft") -> None:
-    common.run_cli(SFTConfig, argv, command, train)
+    run_cli(SFTConfig, argv, command, train)

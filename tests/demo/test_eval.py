@@ -68,9 +68,9 @@ def policy_and_samples(tiny):
     completions = HFGenerator(policy, tokenizer, max_new_tokens=6, temperature=1.0, batch_size=32).generate(
         prompts, num_responses=64, seed=0
     )
-    prompt_ids = [encode_prompt(tokenizer, p) for p, cs in zip(prompts, completions) for _ in cs]
-    flat = [c for cs in completions for c in cs]
-    return policy, reference, prompt_ids, flat
+    prompt_ids = [encode_prompt(tokenizer, prompts[c.prompt_index]) for c in completions]
+    assert prompt_ids == [c.prompt_token_ids for c in completions]
+    return policy, reference, prompt_ids, completions
 
 
 def _exact_kl_along(policy, reference, prompt_ids, response_ids, batch=32):

@@ -16,6 +16,7 @@ from prefloop.feedback.store import (
     Judgment,
     Store,
     User,
+    alembic_config,
     campaign_judgments,
     current_revision,
     upgrade,
@@ -73,9 +74,11 @@ def store(db_url: str):
 
 
 def test_upgrade_again_keeps_data_and_stays_at_head(db_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
     upgrade(db_url)
     head = current_revision(db_url)
-    assert head == "0001"
+    assert head == ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
     store = Store(db_url)
     cid = _campaign(store, 5, ["alice", "bob"], overlap=2)
     before = _assignments(store, cid)
@@ -238,7 +241,50 @@ def test_campaign_judgments_hand_off(store: Store) -> None:
         "prompt",
         "responses",
         "payload",
+        "review",
     }
+    assert j["review"] is None
     assert j["annotator"] == "alice" and j["is_gold"] is True and j["gold"] == {"chosen": 0}
     assert [r["model"] for r in j["responses"]] == ["m0", "m1", "m2"]
     assert j["prompt"] == "p0" and j["payload"] == {"ratings": {"1": 3}}
+
+
+def test_migration_0002_keeps_judgments_and_adds_review(db_url: str) -> None:
+    """An 0001 database with a judgment upgrades in place: the judgment survives, unreviewed."""
+    upgrade(db_url, "0001")
+    store = Store(db_url)
+    with store.write() as s:
+        s.execute(
+            text("INSERT INTO users (id, name, role, created_at) VALUES (1, 'u', 'annotator', '2026-01-01');")
+        )
+        s.execute(
+            text(
+                "INSERT INTO campaigns (id, name, feedback_types, overlap, anonymous, rating_lo, rating_hi,"
+                " instructions, created_at) VALUES (1, 'c', '[\"ranking\"]', 1, true, 1, 7, '', '2026-01-01')"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO items (id, campaign_id, prompt, created_at) VALUES (1, 1, '\"p\"', '2026-01-01')"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO assignments (id, campaign_id, item_id, user_id, status, updated_at)"
+                " VALUES (1, 1, 1, 1, 'done', '2026-01-01')"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO judgments (id, assignment_id, campaign_id, item_id, user_id, idempotency_key,"
+                " payload, undone, created_at) VALUES (7, 1, 1, 1, 1, 'k', '{\"ranking\": []}', false, '2026-01-01')"
+            )
+        )
+    store.dispose()
+    upgrade(db_url)
+    store = Store(db_url)
+    with store.read() as s:
+        j = s.get(Judgment, 7)
+        assert (j.payload, j.review, j.reviewed_by) == ({"ranking": []}, None, None)
+        assert [r["judgment_id"] for r in campaign_judgments(s, 1)] == [7]
+    store.dispose()

@@ -91,6 +91,6 @@ def test_default_model_converts_and_answers_sensibly():
     model = load_causal_lm("default")
     reply = HFGenerator(model, tokenizer, max_new_tokens=20, temperature=0).generate(
         ["What is the capital of France?"]
-    )[0][0]
+    )[0]
     assert "Paris" in reply.text
     assert reply.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from prefloop.train.common import (
+from prefloop.train.schedule import (
     StepSchedule,
     accumulation_scale,
     lr_lambda,
@@ -86,7 +86,7 @@ def test_split_eval_is_seeded_and_disjoint():
 def test_response_logps_match_full_logits(tiny_causal):
     """Head-only-at-response-positions log-probs (chunked) equal the full-logits computation."""
     from prefloop.losses import sequence_logps
-    from prefloop.train.common import response_logps
+    from prefloop.models.logps import response_logps
 
     torch.manual_seed(0)
     ids = torch.randint(0, 1000, (3, 9))
@@ -109,13 +109,11 @@ def test_response_logps_match_full_logits(tiny_causal):
 
 
 def test_checkpoints_roundtrip_and_prune(tmp_path):
-    from types import SimpleNamespace
+    from prefloop.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from prefloop.train.optim import build_optimizer
 
-    from prefloop.train.common import build_optimizer, list_checkpoints, load_checkpoint, save_checkpoint
-
-    cfg = SimpleNamespace(learning_rate=0.1, weight_decay=0.0)
     model = torch.nn.Linear(3, 2)
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, 0.1, 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("linear", 0, 10))
     for step in (1, 2, 3):
         model(torch.ones(1, 3)).sum().backward()
@@ -128,7 +126,7 @@ def test_checkpoints_roundtrip_and_prune(tmp_path):
     saved = {k: v.clone() for k, v in model.state_dict().items()}
 
     fresh = torch.nn.Linear(3, 2)
-    opt2 = build_optimizer(fresh, cfg)
+    opt2 = build_optimizer(fresh, 0.1, 0.0)
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lr_lambda("linear", 0, 10))
     torch.manual_seed(123)
     torch.rand(1)  # move the RNG; loading must restore the state saved with the checkpoint

@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from prefloop.cli import main
-from prefloop.train import common
+from prefloop.train.logs import read_metrics
+from prefloop.train.run import Run
+from prefloop.train.schedule import split_eval
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
@@ -25,7 +27,7 @@ def run(command: str, out: Path, *args: str) -> Path:
 
 
 def train_rows(out: Path) -> list[dict]:
-    return [r for r in common.read_metrics(out) if "loss" in r]
+    return [r for r in read_metrics(out) if "loss" in r]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -194,7 +196,7 @@ def test_reward_bias_makes_mean_training_reward_zero(tmp_path, monkeypatch, tiny
     )
 
     records = read_records(DATA / "pairs.jsonl")
-    train_idx, eval_idx = common.split_eval(len(records), 0.25, seed=0)
+    train_idx, eval_idx = split_eval(len(records), 0.25, seed=0)
     assert len(eval_idx) == 4
     train = [records[i] for i in train_idx]
     responses = {(r.prompt, y) for r in train for y in (r.chosen, r.rejected)}
@@ -274,14 +276,14 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     full = run("dpo", tmp_path / "full", *args)
     assert (full / "checkpoints" / "step-2").is_dir()
 
-    original = common.Run.step_done
+    original = Run.step_done
 
     def crash_after_step_2(self, step, *a, **k):
         original(self, step, *a, **k)
         if step + 1 == 2:
             raise KeyboardInterrupt  # the process dies right after saving step 2
 
-    monkeypatch.setattr(common.Run, "step_done", crash_after_step_2)
+    monkeypatch.setattr(Run, "step_done", crash_after_step_2)
     with pytest.raises(KeyboardInterrupt):
         run("dpo", tmp_path / "resumed", *args)
     monkeypatch.undo()
@@ -431,3 +433,26 @@ def test_impossible_lengths_are_a_one_line_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "max_prompt_length" in err and "Traceback" not in err
+
+
+def test_a_new_pairwise_loss_is_one_registry_line(monkeypatch):
+    """The loop dispatches on the family and reads options from config fields of the same name."""
+    from prefloop.losses import PREFERENCE_LOSSES
+    from prefloop.train.preference import PreferenceConfig, preference_loss
+
+    seen = {}
+
+    def hinge_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta=0.1, label_smoothing=0.0):
+        seen.update(beta=beta, label_smoothing=label_smoothing)
+        h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+        return torch.relu(1 - beta * h).mean(), {}
+
+    monkeypatch.setitem(PREFERENCE_LOSSES, "hinge", ("pairwise", hinge_loss))
+    cfg = PreferenceConfig(loss="hinge", beta=0.5, label_smoothing=0.2)  # type: ignore[arg-type]
+    policy = torch.tensor([-1.0, -3.0, -2.0, -2.0])  # (chosen, rejected) of two pairs
+    ref = torch.tensor([-2.0, -2.0, -2.0, -2.0])
+    loss, metrics = preference_loss(cfg, [{}, {}], policy, ref)
+    # h = (1) − (−1) = 2 and 0 − 0 = 0: relu(1 − 0.5·2) = 0, relu(1 − 0) = 1; mean 0.5
+    assert loss.item() == pytest.approx(0.5)
+    assert seen == {"beta": 0.5, "label_smoothing": 0.2}
+    assert metrics["kl"] == pytest.approx(0.5)  # chosen log-ratio mean: (1 + 0) / 2

@@ -257,13 +257,27 @@ def test_kto_single_group_metrics_and_dtype_error():
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry():
-    assert {
-        "dpo": dpo_loss,
-        "ipo": ipo_loss,
-        "kto": kto_loss,
-        "pl_dpo": plackett_luce_dpo_loss,
-    } == PREFERENCE_LOSSES
+def test_registry_families_match_signatures():
+    """Each registered loss is called by its family's signature; check each family on one example."""
+    assert {family for family, _ in PREFERENCE_LOSSES.values()} == {"pairwise", "listwise", "unpaired"}
+    pc, pr, rc, rr = t(-1.0), t(-2.0), t(-1.5), t(-1.5)
+    for name, (family, fn) in PREFERENCE_LOSSES.items():
+        if family == "pairwise":
+            loss, _ = fn(pc, pr, rc, rr, beta=0.1)
+        elif family == "listwise":
+            loss, _ = fn(
+                torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
+            )
+        else:
+            loss, _ = fn(pc, rc, torch.tensor([True]), 0.0, beta=0.1)
+        assert torch.isfinite(loss), name
+    # h = (−1 + 1.5) − (−2 + 1.5) = 1; DPO = −log σ(0.1) and PL-DPO with K = 2 is the same number.
+    assert PREFERENCE_LOSSES["dpo"][1](pc, pr, rc, rr, beta=0.1)[0].item() == pytest.approx(
+        -math.log(sigmoid(0.1))
+    )
+    assert PREFERENCE_LOSSES["pl_dpo"][1](
+        torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
+    )[0].item() == pytest.approx(-math.log(sigmoid(0.1)))
 
 
 def test_kto_per_example_baseline():

@@ -1,0 +1,123 @@
+"""Checkpoints and RNG state: OUTPUT/checkpoints/step-N holds the trainable weights, the optimizer,
+the scheduler, every RNG state and the loop's own extra state, written atomically."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prefloop.train.config import TrainError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+STATE_FILE = "trainer_state.pt"
+
+
+WEIGHTS_FILE = "trainable.safetensors"
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states, for checkpoints."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors the optimizer changes: every weight, or only the adapters (and heads) with LoRA."""
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    limit: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """OUTPUT/checkpoints/step-N: trainable weights, optimizer, scheduler, RNG states, step."""
+    from safetensors.torch import save_file
+
+    root = output_dir / CHECKPOINT_DIR
+    path = root / f"step-{step}"
+    tmp = root / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state_dict(model), str(tmp / WEIGHTS_FILE))
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "extra": extra or {},
+        },
+        tmp / STATE_FILE,
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)  # a crash mid-save never leaves a half checkpoint under the final name
+    if limit > 0:
+        for old in list_checkpoints(output_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    root = Path(output_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Restore a checkpoint into model/optimizer/scheduler and the RNGs; returns its state dict."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / WEIGHTS_FILE))
+    params = dict(model.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise TrainError(
+            f"{path}: checkpoint has weights the model lacks (different model or LoRA setting?): {unknown[:3]}"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    state = torch.load(path / STATE_FILE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state

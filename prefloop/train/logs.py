@@ -1,0 +1,76 @@
+"""What a run writes for people: metrics.jsonl (+ TensorBoard), eval.json, a progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class MetricsLogger:
+    """Appends one JSON object per logged step to OUTPUT/metrics.jsonl (and TensorBoard)."""
+
+    def __init__(self, output_dir: Path, tensorboard: str = "auto", resume_step: int | None = None):
+        self.path = output_dir / "metrics.jsonl"
+        if resume_step is None:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():  # drop lines logged after the checkpoint we resume from
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = None
+        if tensorboard != "no":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+            except ImportError:
+                if tensorboard == "yes":
+                    raise
+        self._file = self.path.open("a")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of OUTPUT/metrics.jsonl."""
+    path = Path(output_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def progress_bar(total: int, initial: int, desc: str):
+    """A tqdm bar on stderr (disabled when stderr is not a terminal, e.g. in tests and logs)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=None, file=sys.stderr)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
