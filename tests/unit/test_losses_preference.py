@@ -278,6 +278,13 @@ def test_registry_families_match_signatures():
     assert PREFERENCE_LOSSES["pl_dpo"][1](
         torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
     )[0].item() == pytest.approx(-math.log(sigmoid(0.1)))
+    # IPO = (h − 1/(2β))² = (1 − 5)² = 16; KTO, one desirable answer with r = −1 + 1.5 = 0.5
+    # and z0 = 0: 1 − σ(0.1 · 0.5). A name wired to another family's or loss's function fails here.
+    assert PREFERENCE_LOSSES["ipo"][1](pc, pr, rc, rr, beta=0.1)[0].item() == pytest.approx(16.0)
+    assert PREFERENCE_LOSSES["kto"][1](pc, rc, torch.tensor([True]), 0.0, beta=0.1)[
+        0
+    ].item() == pytest.approx(1 - sigmoid(0.05))
+    assert set(PREFERENCE_LOSSES) == {"dpo", "ipo", "kto", "pl_dpo"}
 
 
 def test_kto_per_example_baseline():
