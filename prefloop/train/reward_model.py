@@ -37,7 +37,7 @@ from prefloop.train.batches import ranked_table, to_device
 from prefloop.train.config import TrainConfig, TrainError, run_cli
 from prefloop.train.logs import write_json
 from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, save_final, start_run
-from prefloop.train.schedule import accumulation_scale, split_eval, weighted_metrics
+from prefloop.train.schedule import accumulation_scale, split_by_prompt, weighted_metrics
 
 
 @dataclass
@@ -83,7 +83,8 @@ def load_records(cfg: RewardConfig, records=None):
         raise TrainError(f"reward model data must be all pairwise or all ranked, got {sorted(kinds)}")
     if cfg.eval_data:
         return records, read(cfg.eval_data)
-    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    # By prompt: no held-out prompt is trained on (several records may share one).
+    train_idx, eval_idx = split_by_prompt([r.prompt for r in records], cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
