@@ -260,7 +260,9 @@ def preference_loss(
     if family == "pairwise":
         pc, pr, rc, rr = policy[0::2], policy[1::2], ref[0::2], ref[1::2]
         loss, metrics = fn(pc, pr, rc, rr, **options)
-        metrics["kl"] = (pc - rc).mean().item()
+        # The chosen responses' mean log-ratio log π(y_c|x) − log π_ref(y_c|x) on the offline data
+        # (not a KL: y_c was not sampled from π).
+        metrics["logratio/chosen"] = (pc - rc).mean().item()
         return loss, metrics
     if family == "unpaired":
         desirable = torch.tensor([item["desirable"] for item in items], device=policy.device)
@@ -271,7 +273,7 @@ def preference_loss(
     rf, _, _ = ranked_table(ref, items)
     loss, metrics = fn(pol, rf, mask, ranks=ranks, **options)
     best = mask & (ranks == ranks.masked_fill(~mask, 1 << 30).min(dim=1, keepdim=True).values)
-    metrics["kl"] = (pol - rf)[best].mean().item()
+    metrics["logratio/chosen"] = (pol - rf)[best].mean().item()  # best-ranked responses; not a KL
     metrics["logps/chosen"] = pol[best].mean().item()
     return loss, metrics
 

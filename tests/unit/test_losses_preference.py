@@ -206,7 +206,7 @@ def test_kto_by_hand():
     expected = ((1 - sigmoid(0.2)) + (1 - sigmoid(-0.3))) / 2
     assert expected == pytest.approx(0.512305, abs=1e-6)
     assert loss.item() == pytest.approx(expected)
-    assert metrics["kl"] == pytest.approx(0.5)
+    assert metrics["kl_baseline"] == pytest.approx(0.5)
     assert metrics["rewards/desirable"] == pytest.approx(0.25)  # β · 2.5
     assert metrics["rewards/undesirable"] == pytest.approx(0.35)
     assert metrics["count/desirable"] == 1.0 and metrics["count/undesirable"] == 1.0
@@ -227,7 +227,7 @@ def test_kto_z0_clamped_and_not_differentiated():
     loss, metrics = kto_loss(policy, t(-10.0), torch.tensor([True]), kl, beta=0.1)
     # z0 = max(−3, 0) = 0 → 1 − σ(0.1 · 2.5) = 1 − σ(0.25)
     assert loss.item() == pytest.approx(1 - sigmoid(0.25))
-    assert metrics["kl"] == 0.0
+    assert metrics["kl_baseline"] == 0.0
     loss.backward()
     assert kl.grad is None  # z0 is detached: no gradient flows into the KL estimate
     # positive baseline, also detached
@@ -295,6 +295,6 @@ def test_kto_per_example_baseline():
     # desirable: 1 − σ(0.1·(2.5 − 0.5)) = 1 − σ(0.2); undesirable: 1 − σ(0.1·(0 − 3.5)) = 1 − σ(−0.35)
     expected = ((1 - sigmoid(0.2)) + (1 - sigmoid(-0.35))) / 2
     assert loss.item() == pytest.approx(expected)
-    assert metrics["kl"] == pytest.approx(0.25)  # mean of the clamped baselines
+    assert metrics["kl_baseline"] == pytest.approx(0.25)  # mean of the clamped baselines
     with pytest.raises(ValueError, match="kl_baseline"):
         kto_loss(policy, ref, desirable, t(0.5, 0.5, 0.5))
