@@ -221,3 +221,20 @@ def test_ranking_rows_are_the_rows_the_loss_averages_over():
     row0 = -(1.0 - math.log(math.exp(1) + 1 + math.exp(-1))) - (0.0 - math.log(1 + math.exp(-1)))
     row1 = -(0.5 - 0.5) + 2 * math.log(math.exp(0.5) + math.exp(-0.5))  # one tie group: Σ s − 2 log Σ e^s
     assert loss.item() == pytest.approx((row0 + row1) / 2)
+
+
+def test_bradley_terry_soft_labels_by_hand():
+    # z = 1 for both pairs; targets q = 1 and 0.6:
+    # pair 1: −log σ(1) = 0.313262;  pair 2: −[0.6 log σ(1) + 0.4 log σ(−1)] = 0.6·0.313262 + 0.4·1.313262 = 0.713262
+    chosen, rejected = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    loss, _ = bradley_terry_loss(chosen, rejected, soft_label=torch.tensor([1.0, 0.6]))
+    assert loss.item() == pytest.approx((0.313262 + 0.713262) / 2, abs=1e-6)
+    hard, _ = bradley_terry_loss(chosen, rejected)
+    same, _ = bradley_terry_loss(chosen, rejected, soft_label=torch.ones(2))
+    assert same.item() == pytest.approx(hard.item())
+    # q = 1/2 is minimized at z = 0: the gradient there vanishes
+    z = torch.zeros(1, requires_grad=True)
+    bradley_terry_loss(z, torch.zeros(1), soft_label=torch.tensor([0.5]))[0].backward()
+    assert z.grad.item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="soft_label"):
+        bradley_terry_loss(chosen, rejected, soft_label=torch.tensor([1.5, 0.5]))
