@@ -33,6 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.constitutional",
         "constitutional AI: 'sl' (critique, revise, SFT) or 'rl' (AI labels, PM, DPO)",
     ),
+    "online-dpo": (
+        "prefloop.train.online_preference",
+        "online DPO: the policy samples two replies, a teacher picks",
+    ),
+    "nash-md": (
+        "prefloop.train.online_preference",
+        "Nash-MD: play against a policy/reference mixture, judged by a teacher",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",
