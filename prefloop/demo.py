@@ -15,7 +15,9 @@ Phases (each timed and printed):
               pairs best-vs-worst by default);
   7. after    the trained policy samples the held-out prompts again (same seed);
   8. eval     gold score before/after, win rate, KL(π_after ‖ π_start) per response (teacher-
-              forced log-probs of the after-samples under both models), reward-model scores;
+              forced log-probs under both models of exactly the sampled ids: prompt ids plus
+              each after-sample's token ids, no end token for replies cut at max_new_tokens),
+              reward-model scores;
   9. report   OUTPUT/report.md, report.html, report.png, summary.json, samples.jsonl,
               preferences.jsonl.
 
@@ -393,14 +395,28 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         "after", f"{cfg.eval_samples} samples x {len(eval_prompts)} held-out prompts, same seed"
     ):
         policy = load_causal_lm(str(policy_path)).to(device).eval()
-        after = [c.text for c in generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)]
+        after_completions = generator(policy).generate(eval_prompts, cfg.eval_samples, seed=eval_seed)
+        after = [c.text for c in after_completions]
 
     with phases.phase("eval", "gold score, win rate, KL to the start model, reward-model scores"):
         gold_after_mean, gold_after = gold_score(gold, eval_flat_prompts, after)
         wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_after, gold_before))
-        kl, _ = kl_to_reference(policy, start_model, tokenizer, eval_flat_prompts, after)
+        # The KL is scored on exactly the sampled ids: the prompt ids the generator was given
+        # and each reply's token_ids (no end token for a reply cut at max_new_tokens).
+        kl, kl_terms = kl_to_reference(
+            policy,
+            start_model,
+            [c.prompt_token_ids for c in after_completions],
+            [c.token_ids for c in after_completions],
+        )
+        _, kl_se = mean_and_stderr(kl_terms)
+        capped = sum(1 for c in after_completions if not c.stopped)
         rm_after = scorer(eval_flat_prompts, after)
-        print(f"    gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f}; KL {kl:.3f} nats", flush=True)
+        print(
+            f"    gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f}; KL {kl:.3f} ± {kl_se:.3f} nats "
+            f"({capped} of {len(after_completions)} replies cut at max_new_tokens)",
+            flush=True,
+        )
 
     rl = None
     if cfg.method != "dpo":
@@ -424,6 +440,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 "win_rate": wins / len(gold_after),
             },
             "kl_to_start": kl,
+            "kl_to_start_stderr": kl_se,
+            "after_capped_share": capped / len(after_completions),
             "reward_model": {
                 "path": str(rm_path),
                 "heldout_accuracy_vs_gold": rm_acc_gold,
@@ -475,7 +493,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False) + "\n")
     print(
         f"gold score {gold_before_mean:.3f} -> {gold_after_mean:.3f} "
-        f"(win rate {summary['gold']['win_rate']:.2f}), KL {kl:.3f} nats, "
+        f"(win rate {summary['gold']['win_rate']:.2f}), KL {kl:.3f} ± {kl_se:.3f} nats, "
         f"RM accuracy {rm_acc_gold:.3f}, total {summary['timings_s']['total']:.0f} s; report: {out / 'report.md'}",
         flush=True,
     )

@@ -44,12 +44,9 @@ __all__ = ["Completion", "Generator", "HFGenerator", "group_by_prompt", "stop_to
 
 def stop_token_ids(tokenizer) -> list[int]:
     """eos plus the chat end-of-turn token when the vocabulary has one (<|im_end|>, <|eot_id|>...)."""
-    ids = [tokenizer.eos_token_id]
-    vocab = tokenizer.get_vocab()
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-        if token in vocab:
-            ids.append(vocab[token])
-    return sorted({i for i in ids if i is not None})
+    from prefloop.models.default import end_of_turn_ids
+
+    return end_of_turn_ids(tokenizer)
 
 
 def _encode_prompt(tokenizer, prompt: PromptText, max_prompt_length: int | None) -> list[int]:
