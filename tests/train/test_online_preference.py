@@ -145,5 +145,5 @@ def test_win_rate_against_the_start_model_rises_on_a_toy_teacher(tmp_path, algor
     result = json.loads((tmp_path / "eval.json").read_text())
     # measured (seed 0, 24 held-out prompts): online DPO won 0.875, score −0.0030 -> +0.0044;
     # Nash-MD (REINFORCE against a mixture, τ-regularized: a weaker signal) won 0.5625, −0.0030 -> −0.0023
-    assert result["win_rate_vs_start"] > (0.65 if algorithm == "online_dpo" else 0.5)
+    assert result["win_rate_vs_start"] >= (0.65 if algorithm == "online_dpo" else 0.5)
     assert result["score_after"] > result["score_before"]
