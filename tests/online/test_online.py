@@ -326,3 +326,13 @@ def test_rejection_sampling_two_rounds(tmp_path, tiny_weights):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(out / "final"))
+
+
+@pytest.mark.parametrize(("command", "name"), [("ppo", "ppo.yaml"), ("grpo", "grpo.yaml")])
+def test_example_configs_parse(command, name):
+    from prefloop.config import load_yaml
+    from prefloop.train.online import CONFIGS
+
+    cls = CONFIGS[command]
+    cfg = load_yaml(cls, str(REPO / "examples" / name), base=cls())
+    assert cfg.reward == "gold:positive_replies" and cfg.data == "examples/data/prompts.jsonl"
