@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("prefloop.train.preference", "direct preference optimization (sigmoid DPO, cDPO)"),
     "ipo": ("prefloop.train.preference", "identity preference optimization"),
     "kto": ("prefloop.train.preference", "Kahneman-Tversky optimization on binary feedback"),
+    "eval": (
+        "prefloop.eval.cli",
+        "win rates, reward-KL frontier, over-optimization, leaderboards, run reports",
+    ),
     "demo": ("prefloop.demo", "the main job: sample, simulate annotators, train RM + DPO, report"),
     "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),
