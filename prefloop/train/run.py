@@ -8,6 +8,7 @@ the extra state (generator RNG, KL controller, reward normalizer) its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -209,7 +210,13 @@ def start_run(
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)
         start, restored = int(state["step"]), dict(state.get("extra") or {})
         print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    logger = MetricsLogger(output_dir, cfg.report_to_tensorboard, resume_step=start if checkpoint else None)
+    logger = MetricsLogger(
+        output_dir,
+        cfg.report_to_tensorboard,
+        resume_step=start if checkpoint else None,
+        report_to=cfg.report_to or (),
+        params=dataclasses.asdict(cfg),
+    )
     bar = progress_bar(total_steps, start, desc)
     return Run(
         cfg,

@@ -18,11 +18,35 @@ def yes_policy(tmp_path_factory):
     """A tiny model fine-tuned to answer 'yes yes yes': trained toward the toy judge's reward."""
     tmp = tmp_path_factory.mktemp("yes")
     data = tmp / "demos.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"question {i}", "response": "yes yes yes yes"}) + "\n" for i in range(16)))
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"question {i}", "response": "yes yes yes yes"}) + "\n" for i in range(16)
+        )
+    )
     out = tmp / "run"
-    main(["sft", "--model", "tiny", "--data", str(data), "--output-dir", str(out), "--max-steps", "12",
-          "--batch-size", "8", "--learning-rate", "3e-2", "--lr-scheduler", "constant", "--save-steps", "6",
-          "--save-total-limit", "0"])
+    main(
+        [
+            "sft",
+            "--model",
+            "tiny",
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "12",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "3e-2",
+            "--lr-scheduler",
+            "constant",
+            "--save-steps",
+            "6",
+            "--save-total-limit",
+            "0",
+        ]
+    )
     return out
 
 
@@ -36,8 +60,23 @@ def test_expected_best_of_n_by_hand():
 
 
 def test_winrate_of_a_model_against_itself_is_one_half(tmp_path, capsys):
-    main(["eval", "winrate", "--policy", "tiny", "--reference", "tiny", "--judge", JUDGE, "--num-samples", "2",
-          "--output-dir", str(tmp_path), *FAST])
+    main(
+        [
+            "eval",
+            "winrate",
+            "--policy",
+            "tiny",
+            "--reference",
+            "tiny",
+            "--judge",
+            JUDGE,
+            "--num-samples",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            *FAST,
+        ]
+    )
     result = json.loads((tmp_path / "winrate.json").read_text())
     # Same model, same seed: the same samples, every pair a tie.
     assert result["win_rate"] == 0.5 and result["tie_rate"] == 1.0 and result["n"] == 12
@@ -46,8 +85,21 @@ def test_winrate_of_a_model_against_itself_is_one_half(tmp_path, capsys):
 
 
 def test_a_policy_trained_toward_the_reward_wins(yes_policy):
-    main(["eval", "winrate", "--policy", str(yes_policy), "--reference", "tiny", "--judge", JUDGE,
-          "--num-samples", "2", *FAST])
+    main(
+        [
+            "eval",
+            "winrate",
+            "--policy",
+            str(yes_policy),
+            "--reference",
+            "tiny",
+            "--judge",
+            JUDGE,
+            "--num-samples",
+            "2",
+            *FAST,
+        ]
+    )
     result = json.loads((yes_policy / "eval" / "winrate.json").read_text())  # results go under the run
     assert result["win_rate"] > 0.8 and result["ci_low"] > 0.5
     assert 0.0 <= result["length_controlled_win_rate"] <= 1.0
@@ -55,8 +107,22 @@ def test_a_policy_trained_toward_the_reward_wins(yes_policy):
 
 
 def test_leaderboard_ranks_the_trained_checkpoints_above_the_start(yes_policy, tmp_path):
-    main(["eval", "leaderboard", "--models", "tiny", str(yes_policy), "--judge", JUDGE, "--n-bootstrap", "50",
-          "--output-dir", str(tmp_path), *FAST])
+    main(
+        [
+            "eval",
+            "leaderboard",
+            "--models",
+            "tiny",
+            str(yes_policy),
+            "--judge",
+            JUDGE,
+            "--n-bootstrap",
+            "50",
+            "--output-dir",
+            str(tmp_path),
+            *FAST,
+        ]
+    )
     board = json.loads((tmp_path / "leaderboard.json").read_text())
     ranked = [row["model"] for row in board["bradley_terry"]]
     assert set(ranked) == {"tiny", "run@6", "run"}  # each checkpoint (the last step is final/) and final/
@@ -65,8 +131,28 @@ def test_leaderboard_ranks_the_trained_checkpoints_above_the_start(yes_policy, t
 
 
 def test_frontier_places_checkpoints_and_best_of_n(yes_policy, tmp_path):
-    main(["eval", "frontier", "--runs", str(yes_policy), "--reference", "tiny", "--judge", JUDGE,
-          "--best-of-n", "1", "4", "--proxy", JUDGE, "--num-samples", "2", "--output-dir", str(tmp_path), *FAST])
+    main(
+        [
+            "eval",
+            "frontier",
+            "--runs",
+            str(yes_policy),
+            "--reference",
+            "tiny",
+            "--judge",
+            JUDGE,
+            "--best-of-n",
+            "1",
+            "4",
+            "--proxy",
+            JUDGE,
+            "--num-samples",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            *FAST,
+        ]
+    )
     points = {p["label"]: p for p in json.loads((tmp_path / "frontier.json").read_text())["points"]}
     assert set(points) == {"run@6", "run", "best-of-1", "best-of-4"}
     assert points["best-of-1"]["kl"] == 0.0 and points["best-of-4"]["kl"] == pytest.approx(math.log(4) - 0.75)
@@ -76,7 +162,19 @@ def test_frontier_places_checkpoints_and_best_of_n(yes_policy, tmp_path):
 
 def test_unknown_judge_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["eval", "winrate", "--policy", "tiny", "--judge", "nonsense-judge", "--output-dir", str(tmp_path), *FAST])
+        main(
+            [
+                "eval",
+                "winrate",
+                "--policy",
+                "tiny",
+                "--judge",
+                "nonsense-judge",
+                "--output-dir",
+                str(tmp_path),
+                *FAST,
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "accepted" in err and len(err.strip().splitlines()) == 1
@@ -84,11 +182,28 @@ def test_unknown_judge_is_a_one_line_error(tmp_path, capsys):
 
 def test_overoptimization_best_of_n_curve_and_fit(tmp_path):
     gold = f"{Path(__file__).with_name('toy_judge.py')}:short"
-    main(["eval", "overoptimization", "--policy", "tiny", "--proxy", JUDGE, "--judge", gold, "--max-n", "8",
-          "--output-dir", str(tmp_path), *FAST])
+    main(
+        [
+            "eval",
+            "overoptimization",
+            "--policy",
+            "tiny",
+            "--proxy",
+            JUDGE,
+            "--judge",
+            gold,
+            "--max-n",
+            "8",
+            "--output-dir",
+            str(tmp_path),
+            *FAST,
+        ]
+    )
     result = json.loads((tmp_path / "overoptimization.json").read_text())
     assert [r["n"] for r in result["best_of_n"]] == [1, 2, 4, 8]
-    assert [r["kl"] for r in result["best_of_n"]] == pytest.approx([0.0, math.log(2) - 0.5, math.log(4) - 0.75, math.log(8) - 7 / 8])
+    assert [r["kl"] for r in result["best_of_n"]] == pytest.approx(
+        [0.0, math.log(2) - 0.5, math.log(4) - 0.75, math.log(8) - 7 / 8]
+    )
     proxy = [r["proxy"] for r in result["best_of_n"]]
     assert proxy == sorted(proxy)  # picking by the proxy can only raise the proxy's expected score
     assert set(result["fit_best_of_n"]) == {"gold", "proxy"}
