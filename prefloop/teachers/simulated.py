@@ -89,6 +89,8 @@ class SimulatedTeacher:
         name: who labelled, for meta and the feedback server (default "sim:<settings>").
     """
 
+    rating_range = (-1.0, 1.0)  # the usual range of `rate` (gold units), for mapping onto a rating scale
+
     def __init__(
         self,
         gold: RewardFn,

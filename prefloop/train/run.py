@@ -52,10 +52,15 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
 
 
 def prepare_trainable(model: torch.nn.Module, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
-    """`model` set up for training as `cfg` says: no KV cache, gradient checkpointing, LoRA of `task_type`."""
+    """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
+    LoRA of `task_type`."""
     from prefloop.models.load import apply_lora
 
     model.config.use_cache = False
+    if cfg.packing:
+        from prefloop.models.packing import enable_packing
+
+        enable_packing(model)  # padded batches still work; packed ones skip padding (models.packing)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:

@@ -14,6 +14,9 @@ Deviations / choices
 - The loss is the mean over response tokens of the whole accumulated batch (not the mean of
   per-micro-batch means), so batch 4 x accum 1 and batch 2 x accum 2 give the same gradient.
 - Prompt tokens carry no loss (masked), and the end-of-turn token closing the response does.
+- Packing (default; `--no-packing` pads to the longest): a micro-batch's demonstrations run as
+  one padding-free row, the chat template's common system turn computed once
+  (`models.packing`). Unlike TRL's packing, a batch is still `batch_size` demonstrations.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from prefloop.models.logps import response_logps
+from prefloop.models.packing import sequence_logps
 from prefloop.train.batches import to_device
 from prefloop.train.config import TrainConfig, run_cli
 from prefloop.train.logs import write_json
@@ -85,8 +89,6 @@ def evaluate(model, seqs, pad_id: int, cfg: SFTConfig, device) -> dict[str, floa
 
 def train(cfg: SFTConfig, records=None) -> Path:
     """Fine-tune cfg.model on demonstrations; returns OUTPUT/final."""
-    from prefloop.data.tokenize import pad_batch
-
     device = begin(cfg)
     train_records, eval_records = load_records(cfg, records)
     out = prepare_output_dir(cfg)
@@ -99,19 +101,16 @@ def train(cfg: SFTConfig, records=None) -> Path:
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        batches = [pad_batch([seqs[i] for i in ids], pad_id) for ids in run.micro_batches(step)]
+        micro = [[seqs[i] for i in ids] for ids in run.micro_batches(step)]
         # Normalise by the response tokens of the whole accumulated batch (see module notes).
-        step_tokens = sum(int(b["response_mask"][:, 1:].sum()) for b in batches)
+        step_tokens = sum(sum(s.response_mask[1:]) for chunk in micro for s in chunk)
         loss_total, tokens = 0.0, 0
-        for batch in batches:
-            batch = to_device(batch, device)
-            sums, _ = response_logps(
-                model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-            )
+        for chunk in micro:
+            sums, _ = sequence_logps(model, chunk, pad_id, device, share_prefix=cfg.share_prefix)
             loss = -sums.sum() / max(step_tokens, 1)
             loss.backward()
             loss_total += loss.item()
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(s) for s in chunk)
         metrics = {"loss": loss_total, "response_tokens": step_tokens}
         if run.due_for_eval(step) and eval_seqs:
             metrics.update(evaluate(model, eval_seqs, pad_id, cfg, device))

@@ -107,9 +107,11 @@ function showTask(task, previous) {
 }
 
 function applyPrevious(prev) {
-  if (prev.ranking) prev.ranking.forEach((group, g) => group.forEach((id) => { answers.ranks[id] = g + 1; }));
-  if (prev.ratings) for (const [id, v] of Object.entries(prev.ratings)) answers.ratings[Number(id)] = v;
-  if (prev.thumbs) for (const [id, v] of Object.entries(prev.thumbs)) answers.thumbs[Number(id)] = v;
+  // response ids as the task gives them (numbers or opaque strings); JSON object keys are strings
+  const idOf = (key) => (page.task.responses.find((r) => String(r.id) === String(key)) || { id: key }).id;
+  if (prev.ranking) prev.ranking.forEach((group, g) => group.forEach((id) => { answers.ranks[idOf(id)] = g + 1; }));
+  if (prev.ratings) for (const [id, v] of Object.entries(prev.ratings)) answers.ratings[idOf(id)] = v;
+  if (prev.thumbs) for (const [id, v] of Object.entries(prev.thumbs)) answers.thumbs[idOf(id)] = v;
   if (prev.pairwise) {
     // the shown A/B may differ from the stored a/b only if the order changed; map by id
     const [a, b] = page.task.responses.map((r) => r.id);
@@ -378,7 +380,9 @@ function undo() {
     const res = await api(`/api/campaigns/${page.cid}/undo`, { method: "POST" });
     setProgress(res.progress);
     showTask(res.task, res.previous || null);
-    showMessage("Your last submission was undone: it is back, with your answers, to change and submit again.", "info");
+    showMessage(res.undone === "skip"
+      ? "Your last skip was undone: the task is back."
+      : "Your last submission was undone: it is back, with your answers, to change and submit again.", "info");
   });
 }
 

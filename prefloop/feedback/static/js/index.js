@@ -3,9 +3,11 @@ import { $, api, boot, el, requireLogin } from "./common.js";
 
 function progressLine(p) {
   const pct = p.total ? Math.round((100 * p.done) / p.total) : 0;
+  const bar = el("div", { class: "progress-bar" });
+  bar.style.width = `${pct}%`; // through CSSOM: a style attribute would need 'unsafe-inline' in the CSP
   return el("div", { class: "progress-inline" },
     el("span", { class: "small" }, `${p.done} / ${p.total} done`),
-    el("div", { class: "progress-track" }, el("div", { class: "progress-bar", style: `width:${pct}%` })));
+    el("div", { class: "progress-track" }, bar));
 }
 
 boot(async () => {

@@ -1,12 +1,13 @@
 /* /login: name + password, or a pasted token; then back to where the user was going. */
 import { $, TOKEN_KEY, api, boot, showMessage } from "./common.js";
 
-/** Where to go after logging in: `next` only if it is a path on this site (parsed, not prefix-checked). */
+/** Where to go after logging in: `next` only if it is a path on this site, parsed the way the
+ * browser will follow it (backslashes, tabs, "//host" resolve to another origin and are refused). */
 export function safeNext(next) {
   if (!next) return "/";
   try {
     const url = new URL(next, location.origin);
-    if (url.origin !== location.origin) return "/";
+    if (url.origin !== location.origin || !next.startsWith("/")) return "/";
     return url.pathname + url.search + url.hash;
   } catch (_) {
     return "/";
