@@ -44,12 +44,9 @@ __all__ = ["Completion", "Generator", "HFGenerator", "group_by_prompt", "stop_to
 
 def stop_token_ids(tokenizer) -> list[int]:
     """eos plus the chat end-of-turn token when the vocabulary has one (<|im_end|>, <|eot_id|>...)."""
-    ids = [tokenizer.eos_token_id]
-    vocab = tokenizer.get_vocab()
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-        if token in vocab:
-            ids.append(vocab[token])
-    return sorted({i for i in ids if i is not None})
+    from prefloop.models.default import end_of_turn_ids
+
+    return end_of_turn_ids(tokenizer)
 
 
 def _encode_prompt(tokenizer, prompt: PromptText, max_prompt_length: int | None) -> list[int]:
@@ -213,11 +210,17 @@ class HFGenerator:
             input_ids=input_ids, attention_mask=mask, generation_config=self._generation_config()
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]
-        # scores[t]: [N, V] processed logits for step t (after temperature / top-p).
-        scores = torch.stack(out.scores, dim=1)
-        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-        logps = torch.log_softmax(scores, dim=-1)
-        token_logps = logps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # scores[t]: [N, V] processed logits for step t (after temperature / top-p). One step at a
+        # time: stacking them first would hold two [N, steps, V] float tensors at once.
+        token_logps = torch.stack(
+            [
+                torch.log_softmax(score.to(torch.promote_types(score.dtype, torch.float32)), dim=-1)
+                .gather(-1, new_tokens[:, t : t + 1])
+                .squeeze(-1)
+                for t, score in enumerate(out.scores)
+            ],
+            dim=1,
+        )
         return [
             self._completion(new_tokens[i].tolist(), token_logps[i], prompt_ids, prompt_index)
             for i, (prompt_index, prompt_ids) in enumerate(batch)

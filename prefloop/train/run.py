@@ -97,15 +97,32 @@ class Run:
     """The `extra_state` of the checkpoint this run resumed from ({} for a fresh run)."""
     bar: Any = None
 
-    def step_done(self, step: int, metrics: dict[str, float], tokens: int, started: float) -> None:
-        """Finish optimizer step `step` (1-based after it): clip, update, log, checkpoint."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+    def apply_gradients(self) -> float | None:
+        """Clip the accumulated gradients, take one optimizer step, clear them.
+
+        Returns the gradient norm before clipping (None when clipping is off). `step_done` calls
+        it; the online loop calls it once per minibatch and `step_done(..., apply=False)` once
+        per rollout, so the learning-rate schedule, logging and checkpoints count rollouts.
+        """
+        norm = None
         if self.cfg.max_grad_norm > 0:
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
-        lr = self.scheduler.get_last_lr()[0]
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def step_done(
+        self, step: int, metrics: dict[str, float], tokens: int, started: float, apply: bool = True
+    ) -> None:
+        """Finish step `step` (1-based after it): clip and update (unless `apply` is False: the
+        caller already did), advance the schedule, log, checkpoint."""
+        lr = self.scheduler.get_last_lr()[0]
+        if apply:
+            norm = self.apply_gradients()
+            if norm is not None:
+                metrics["grad_norm"] = norm
+        self.scheduler.step()
         done = step + 1
         metrics = {
             "loss": metrics.pop("loss"),
