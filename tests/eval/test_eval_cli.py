@@ -208,3 +208,30 @@ def test_overoptimization_best_of_n_curve_and_fit(tmp_path):
     assert proxy == sorted(proxy)  # picking by the proxy can only raise the proxy's expected score
     assert set(result["fit_best_of_n"]) == {"gold", "proxy"}
     assert (tmp_path / "overoptimization.png").stat().st_size > 0
+
+
+def test_winrate_with_an_ai_judge_asks_both_orders(tmp_path):
+    main(
+        [
+            "eval",
+            "winrate",
+            "--policy",
+            "tiny",
+            "--reference",
+            "tiny",
+            "--judge",
+            "ai:tiny",
+            "--output-dir",
+            str(tmp_path),
+            "--num-prompts",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--data",
+            "task:positive_replies",
+        ]
+    )
+    result = json.loads((tmp_path / "winrate.json").read_text())
+    # Identical samples: a judge asked in both orders cannot prefer one side systematically.
+    assert result["judge"].startswith("ai:") and result["n"] + result["abstained"] == 3
+    assert result["win_rate"] == pytest.approx(0.5)
