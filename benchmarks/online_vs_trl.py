@@ -49,8 +49,9 @@ RUNS: dict[str, tuple[str, dict]] = {
 DEFAULT_RUNS = ["trl-grpo", "prefloop-grpo", "trl-rloo", "prefloop-rloo"]
 DESCRIPTIONS = {
     "trl-grpo": "TRL GRPOTrainer (transformers generate), beta 0.04, loss_type grpo",
-    "prefloop-grpo": "prefloop grpo (HF generate with KV cache through the Generator seam; packed training "
-    "batch, each prompt computed once for its 4 completions; no separate old-log-prob pass), kl_coef 0.04",
+    "prefloop-grpo": "prefloop grpo (HF generate with a KV cache through the Generator seam, each prompt "
+    "prefilled once and its cache shared by its 4 completions; packed training batch, each prompt computed "
+    "once for its 4 completions; no separate old-log-prob pass), kl_coef 0.04",
     "trl-rloo": "TRL RLOOTrainer, beta 0.05 (KL in the reward)",
     "prefloop-rloo": "prefloop rloo, kl_coef 0.05 in the reward (needs the old-log-prob pass before the update)",
     "prefloop-grpo-padded": "prefloop grpo with --no-packing (right-padded [32, T] batches)",

@@ -420,9 +420,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
 
     rl = None
     if cfg.method != "dpo":
-        rl = _rl_phases(
-            cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, tokenizer, generator
-        )
+        rl = _rl_phases(cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, generator)
 
     with phases.phase("report", f"{out}/report.md, report.png, summary.json"):
         _, before_se = mean_and_stderr(gold_before)
@@ -516,9 +514,7 @@ class _GoldWatch:
         return scores
 
 
-def _rl_phases(
-    cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, tokenizer, generator
-):
+def _rl_phases(cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, generator):
     """RL against the reward model (the same rankings' RM), then the held-out evaluation of its policy."""
     from prefloop.data.records import Prompt
     from prefloop.eval.metrics import gold_score, kl_to_reference
@@ -568,11 +564,13 @@ def _rl_phases(
     eval_flat = [p for p in eval_prompts for _ in range(cfg.eval_samples)]
     with phases.phase(f"{cfg.method} eval", "held-out samples of the RL policy (same seed): gold score, KL"):
         policy = load_causal_lm(str(rl_path)).to(next(start_model.parameters()).device).eval()
-        after = [
-            c.text for c in generator(policy).generate(eval_prompts, cfg.eval_samples, seed=cfg.seed + 1)
-        ]
+        completions = generator(policy).generate(eval_prompts, cfg.eval_samples, seed=cfg.seed + 1)
+        after = [c.text for c in completions]
         gold_mean, golds = gold_score(gold, eval_flat, after)
-        kl, _ = kl_to_reference(policy, start_model, tokenizer, eval_flat, after)
+        # On exactly the sampled ids, as the DPO evaluation above.
+        kl, _ = kl_to_reference(
+            policy, start_model, [c.prompt_token_ids for c in completions], [c.token_ids for c in completions]
+        )
         rm = scorer(eval_flat, after)
         print(f"    {cfg.method}: held-out gold {gold_mean:.3f}, KL {kl:.3f} nats", flush=True)
     _write_jsonl(

@@ -143,7 +143,7 @@ def test_win_rate_against_the_start_model_rises_on_a_toy_teacher(tmp_path, algor
     )
     train(cfg, algorithm, teacher=_direction_teacher())
     result = json.loads((tmp_path / "eval.json").read_text())
-    # measured (seed 0, 24 held-out prompts): online DPO won 0.85, score −0.0030 -> +0.0022;
-    # Nash-MD (REINFORCE against a mixture, τ-regularized: a weaker signal) won 0.60, −0.0030 -> −0.0013
-    assert result["win_rate_vs_start"] > (0.65 if algorithm == "online_dpo" else 0.5)
+    # measured (seed 0, 24 held-out prompts): online DPO won 0.875, score −0.0030 -> +0.0044;
+    # Nash-MD (REINFORCE against a mixture, τ-regularized: a weaker signal) won 0.5625, −0.0030 -> −0.0023
+    assert result["win_rate_vs_start"] >= (0.65 if algorithm == "online_dpo" else 0.5)
     assert result["score_after"] > result["score_before"]
