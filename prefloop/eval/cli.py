@@ -647,7 +647,7 @@ def main(argv: list[str], command: str = "eval") -> None:
         return
     sub, rest = argv[0], argv[1:]
     cls, fn, _ = SUBCOMMANDS[sub]
-    cfg = parse_args(cls, rest, prog=f"prefloop {command} {sub}", description=cls.__doc__)
+    cfg: Any = parse_args(cls, rest, prog=f"prefloop {command} {sub}", description=cls.__doc__)
     try:
         if sub == "report":
             from prefloop.train.report import write_run_report

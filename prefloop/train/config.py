@@ -121,14 +121,14 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def run_cli(cls: type, argv: list[str], command: str, train: Callable[[Any], Path]) -> None:
+def run_cli(cls: type[Any], argv: list[str], command: str, train: Callable[[Any], Path]) -> None:
     """The body of every command's `main`: parse the config, train, turn bad input into exit 2."""
     from prefloop.cli import fail
     from prefloop.config import ConfigError, parse_args
     from prefloop.data.io import DataError
     from prefloop.models.load import ModelLoadError
 
-    cfg = parse_args(cls, argv, prog=f"prefloop {command}", description=cls.__doc__)
+    cfg: Any = parse_args(cls, argv, prog=f"prefloop {command}", description=cls.__doc__)
     try:
         out = train(cfg)
     except (DataError, ConfigError, ModelLoadError, TrainError, FileNotFoundError) as exc:
