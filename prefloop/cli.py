@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.train.rejection_sampling",
         "Llama 2 rejection sampling: best of N by reward, SFT on it, repeat --rounds",
     ),
+    "eval": (
+        "prefloop.eval.cli",
+        "win rates, reward-KL frontier, over-optimization, leaderboards, run reports",
+    ),
     "demo": ("prefloop.demo", "the main job: sample, simulate annotators, train RM + DPO, report"),
     "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),

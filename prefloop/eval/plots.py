@@ -181,9 +181,9 @@ def rl_figure(
         kl_axis.set_ylabel("KL(π ‖ π_start) per reply, nats", color="tab:red")
     right.set_title("Held-out prompts: gold score vs KL to the start model")
     colors = {"start": "tab:gray", "dpo": "tab:blue"}
-    for label, (kl, gold) in points.items():
-        right.scatter([kl], [gold], s=80, color=colors.get(label, "tab:purple"), label=label, zorder=3)
-        right.annotate(label, (kl, gold), textcoords="offset points", xytext=(6, 6))
+    for label, (kl, gold_point) in points.items():
+        right.scatter([kl], [gold_point], s=80, color=colors.get(label, "tab:purple"), label=label, zorder=3)
+        right.annotate(label, (kl, gold_point), textcoords="offset points", xytext=(6, 6))
     right.set_xlabel("KL(π ‖ π_start) per reply, nats")
     right.set_ylabel("gold score (mean)")
     right.grid(alpha=0.3)

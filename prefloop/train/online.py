@@ -47,6 +47,7 @@ Choices where papers differ (docs/algorithms/*.md state the defaults)
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,6 +155,11 @@ class OnlineConfig(TrainConfig):
     """Save a checkpoint every N rollout steps (0: only the final model)."""
     packing: bool = True
     """Run each micro-batch as one padding-free row with each prompt computed once for its K completions."""
+    watch_reward: str | None = None
+    """A second judge of every step's samples (gold:NAME, another rm:DIR, ...), logged as watch/score: when the
+    training reward keeps rising while it falls over watch_window steps, a reward-hacking warning is printed."""
+    watch_window: int = 5
+    """Rollout steps the reward-hacking check looks back over (>= 3)."""
 
 
 @dataclass
@@ -551,6 +557,8 @@ def resolve(cfg: OnlineConfig, algorithm: str) -> OnlineConfig:
     problems = []
     if not cfg.reward:
         problems.append("no reward: pass --reward SPEC")
+    if cfg.watch_window < 3:
+        problems.append(f"watch_window must be >= 3, got {cfg.watch_window}")
     if cfg.prompts_per_step < 1 or cfg.num_generations < 1:
         problems.append("prompts_per_step and num_generations must be >= 1")
     if ALGORITHMS[algorithm].advantages is group_baseline_advantages and cfg.num_generations < 2:
@@ -611,6 +619,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
     `records` (Prompt records) and `reward` (a `RewardFn`) replace --data and --reward when given.
     """
     from prefloop.data.tokenize import pad_batch
+    from prefloop.eval.stats import RewardHackingMonitor
     from prefloop.generation.hf import HFGenerator
     from prefloop.losses.rl import (
         AdaptiveKLController,
@@ -692,6 +701,12 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         else FixedKLController(cfg.kl_coef)
     )
     ptx = _ptx_sequences(cfg, tokenizer)
+    watch = (
+        load_reward(cfg.watch_reward, device=cfg.device, batch_size=cfg.reward_batch_size)
+        if cfg.watch_reward
+        else None
+    )
+    monitor = RewardHackingMonitor(cfg.watch_window)
     order = StepSchedule(len(prompts), cfg.prompts_per_step, 1, cfg.seed, cfg.epochs, cfg.max_steps)
 
     def extra_state() -> dict[str, Any]:
@@ -699,6 +714,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             "generator": generator.rng_state(),
             "kl_controller": controller.state_dict(),
             "reward_shaper": shaper.state_dict(),
+            "hacking_monitor": monitor.state_dict(),
         }
 
     run = start_run(cfg, out, model, algorithm, total_steps=order.total_steps, extra_state=extra_state)
@@ -706,6 +722,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         generator.set_rng_state(run.restored["generator"])
         controller.load_state_dict(run.restored["kl_controller"])
         shaper.load_state_dict(run.restored["reward_shaper"])
+        monitor.load_state_dict(run.restored["hacking_monitor"])
     model.train()
     mb_size = cfg.batch_size * cfg.grad_accum
 
@@ -732,6 +749,19 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             batch=step + 1,
         )
         shaped, reward_metrics = shaper(raw, completions)
+        if watch is not None:
+            watched = call_reward(
+                watch,
+                [p.prompt for p in flat],
+                [c.text for c in completions],
+                meta=[p.meta for p in flat],
+                batch=step + 1,
+            )
+            reward_metrics["watch/score"] = sum(watched) / len(watched)
+            warning = monitor.update(step + 1, sum(raw) / len(raw), reward_metrics["watch/score"])
+            reward_metrics["watch/hacking"] = float(warning is not None)
+            if warning:
+                print(f"warning: {warning} ({cfg.watch_reward} is the watch)", file=sys.stderr)
         roll.scores = torch.tensor(shaped, dtype=torch.float32)
         timings["time/reward_s"] = time.perf_counter() - tick
 

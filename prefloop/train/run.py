@@ -8,15 +8,19 @@ the extra state (generator RNG, KL controller, reward normalizer) its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from prefloop.models.load import resolve_device, torch_dtype
 from prefloop.train.checkpoint import (
@@ -50,7 +54,7 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
     return tokenizer, prepare_trainable(model, cfg, "CAUSAL_LM").to(device)
 
 
-def prepare_trainable(model: torch.nn.Module, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
+def prepare_trainable(model: PreTrainedModel, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
     """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
     LoRA of `task_type`."""
     from prefloop.models.load import apply_lora
@@ -123,21 +127,21 @@ class Run:
                 metrics["grad_norm"] = norm
         self.scheduler.step()
         done = step + 1
-        metrics = {
+        logged: dict[str, float] = {
             "loss": metrics.pop("loss"),
             "step_time_s": time.perf_counter() - started,
             "tokens": int(tokens),
-            "learning_rate": lr,
+            "learning_rate": float(lr),
             **({"epoch": self.schedule.epoch_of(done)} if self.schedule is not None else {}),
             **metrics,
         }
         if done % max(1, self.cfg.logging_steps) == 0 or done == self.total_steps:
-            self.logger.log(done, metrics)
+            self.logger.log(done, logged)
         if self.cfg.save_steps > 0 and done % self.cfg.save_steps == 0 and done < self.total_steps:
             self.save_checkpoint(done)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            self.bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
     def save_checkpoint(self, done: int) -> Path:
         """OUTPUT/checkpoints/step-`done` with the loop's extra state."""
@@ -231,7 +235,13 @@ def start_run(
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)
         start, restored = int(state["step"]), dict(state.get("extra") or {})
         print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    logger = MetricsLogger(output_dir, cfg.report_to_tensorboard, resume_step=start if checkpoint else None)
+    logger = MetricsLogger(
+        output_dir,
+        cfg.report_to_tensorboard,
+        resume_step=start if checkpoint else None,
+        report_to=cfg.report_to or (),
+        params=dataclasses.asdict(cfg),
+    )
     bar = progress_bar(total_steps, start, desc)
     return Run(
         cfg,

@@ -336,3 +336,35 @@ def test_example_configs_parse(command, name):
     cls = CONFIGS[command]
     cfg = load_yaml(cls, str(REPO / "examples" / name), base=cls())
     assert cfg.reward == "gold:positive_replies" and cfg.data == "examples/data/prompts.jsonl"
+
+
+def test_reward_hacking_warning_names_the_step(tmp_path, capsys):
+    """The training reward rises every step while the watch falls: warned once, at step 3 (window 3)."""
+    out = tmp_path / "hack"
+    main(
+        [
+            "grpo",
+            "--model",
+            "tiny",
+            "--data",
+            str(PROMPTS),
+            "--reward",
+            f"{REWARDS}:Rising",
+            "--watch-reward",
+            f"{REWARDS}:Falling",
+            "--watch-window",
+            "3",
+            "--num-generations",
+            "2",
+            "--max-steps",
+            "4",
+            "--output-dir",
+            str(out),
+            *FAST,
+        ]
+    )
+    rows = [r for r in read_metrics(out) if "watch/score" in r]
+    assert [round(r["watch/score"], 6) for r in rows] == [-0.1, -0.2, -0.3, -0.4]
+    assert [r["watch/hacking"] for r in rows] == [0.0, 0.0, 1.0, 0.0]  # said once, when the window filled
+    err = capsys.readouterr().err
+    assert "possible reward hacking at step 3" in err and err.count("possible reward hacking") == 1

@@ -21,3 +21,21 @@ def too_few(prompts, completions):
 
 def raises(prompts, completions):
     raise RuntimeError("judge offline")
+
+
+class Rising:
+    """A proxy that rises by 0.1 every call (every rollout step), whatever the samples."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompts, completions):
+        self.calls += 1
+        return [0.1 * self.calls] * len(completions)
+
+
+class Falling(Rising):
+    """A watch that falls by 0.1 every call."""
+
+    def __call__(self, prompts, completions):
+        return [-x for x in super().__call__(prompts, completions)]
