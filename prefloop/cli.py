@@ -20,11 +20,56 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("prefloop.train.preference", "direct preference optimization (sigmoid DPO, cDPO)"),
     "ipo": ("prefloop.train.preference", "identity preference optimization"),
     "kto": ("prefloop.train.preference", "Kahneman-Tversky optimization on binary feedback"),
+    "ppo": (
+        "prefloop.train.online",
+        "PPO against a reward: value model, GAE, KL penalty, clipped surrogate, PPO-ptx",
+    ),
+    "a2c": (
+        "prefloop.train.online",
+        "advantage actor-critic against a reward (value-model baseline, one step per rollout)",
+    ),
+    "rloo": (
+        "prefloop.train.online",
+        "REINFORCE leave-one-out: K samples per prompt, leave-one-out baseline",
+    ),
+    "grpo": ("prefloop.train.online", "group relative policy optimization (grpo, dr_grpo, dapo losses)"),
+    "reinforce": (
+        "prefloop.train.online",
+        "REINFORCE++: KL-shaped returns, global-batch-normalised advantages",
+    ),
+    "best-of-n": (
+        "prefloop.generation.best_of_n",
+        "sample N per prompt, keep the best by reward (inference)",
+    ),
+    "rejection-sampling": (
+        "prefloop.train.rejection_sampling",
+        "Llama 2 rejection sampling: best of N by reward, SFT on it, repeat --rounds",
+    ),
+    "eval": (
+        "prefloop.eval.cli",
+        "win rates, reward-KL frontier, over-optimization, leaderboards, run reports",
+    ),
     "demo": ("prefloop.demo", "the main job: sample, simulate annotators, train RM + DPO, report"),
     "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),
     "campaign": ("prefloop.feedback.cli", "create campaigns, annotators and exports from the shell"),
     "label": ("prefloop.label", "label a feedback campaign with an AI judge or a simulated annotator"),
+    "judge-report": (
+        "prefloop.judge_report",
+        "measure an AI judge: agreement with gold and simulated annotators",
+    ),
+    "constitutional": (
+        "prefloop.constitutional",
+        "constitutional AI: 'sl' (critique, revise, SFT) or 'rl' (AI labels, PM, DPO)",
+    ),
+    "online-dpo": (
+        "prefloop.train.online_preference",
+        "online DPO: the policy samples two replies, a teacher picks",
+    ),
+    "nash-md": (
+        "prefloop.train.online_preference",
+        "Nash-MD: play against a policy/reference mixture, judged by a teacher",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",

@@ -11,7 +11,7 @@ Server: `--url http://host:port` with an admin token (`--token` or $PREFLOOP_ADM
 issued in the database, as `prefloop campaign token` does).
 
 What is submitted per task, for the feedback types the campaign enables:
-    ranking   teacher.rank over all responses (the AI judge: Copeland over both-order pairs)
+    ranking   teacher.rank over all responses (the AI judge: expected wins over both-order pairs)
     pairwise  teacher.compare(first two responses as shown); strength = nearest named level
     rating    teacher.rate mapped linearly from the teacher's range onto the campaign's scale
     binary    teacher.judge_binary per response

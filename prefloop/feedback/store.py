@@ -14,6 +14,7 @@ Tables (one campaign = prompts x candidate responses shown to annotators):
                         admin's review (accepted | rejected | none; rejected ones are never exported)
     item_notes          per-item notes: an admin's review comment, or an annotator's
                         "can't judge / report a problem" (kind comment | problem)
+    server_settings     key/value: the secret behind annotators' opaque response ids
 
 SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and synchronous=FULL,
 so an acknowledged commit survives a crash of the process or the machine. Write requests
@@ -46,10 +47,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     or_,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -82,6 +84,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     password_hash: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+Index("uq_users_name_lower", func.lower(User.name), unique=True)  # names are case-insensitive
 
 
 class ApiToken(Base):
@@ -125,6 +130,7 @@ class Item(Base):
     gold: Mapped[dict | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )  # known answer (calibration)
+    priority: Mapped[float | None] = mapped_column(Float, nullable=True)  # higher = asked first (None: last)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     responses: Mapped[list[Response]] = relationship(order_by="Response.position", back_populates="item")
 
@@ -197,6 +203,19 @@ class ItemNote(Base):
     kind: Mapped[str] = mapped_column(String(20), nullable=False)  # comment | problem
     text: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class ServerSetting(Base):
+    __tablename__ = "server_settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+def server_setting(session: Session, key: str) -> str:
+    row = session.get(ServerSetting, key)
+    if row is None:
+        raise RuntimeError(f"server setting {key!r} missing: run the migrations (prefloop serve does)")
+    return row.value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +301,23 @@ class Store:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextlib.contextmanager
+    def read_core(self) -> Iterator[Connection]:
+        """A plain connection for the hot read paths (token lookup, /next, submit's checks):
+        Core queries without an ORM session's bookkeeping."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write_core(self) -> Iterator[Connection]:
+        """`write` for Core statements: one transaction on a plain connection, same lock and
+        BEGIN IMMEDIATE; commits on success, rolls back on any exception."""
+        with self._write_lock, self.engine.connect() as conn:
+            if is_sqlite(self.db_url):
+                conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

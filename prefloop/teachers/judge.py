@@ -31,7 +31,7 @@ Cache: an SQLite file keyed by sha256 of (judge name, rubric hash, kind, prompt,
 texts); every batch is committed as it finishes, so a judge that fails half-way keeps what it
 answered and a rerun asks only the rest. Reruns of the same labels cost nothing.
 
-`rank` is Copeland over all pairs; `rate` is the expected digit 1..9 under the next-token
+`rank` orders by expected wins Σ_j P(i ≻ j) over all pairs (soft Copeland); `rate` is the expected digit 1..9 under the next-token
 probabilities of the digits after a rating question; `judge_binary` is P("Yes") > P("No").
 """
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from prefloop.data.records import PromptText
-from prefloop.teachers.base import Preference, copeland_ranks
+from prefloop.teachers.base import Preference, order_to_ranks
 
 Chat = list[dict[str, str]]
 
@@ -390,21 +391,32 @@ class AIJudge:
 
     # ---------------------------------------------------------------- ordered queries
 
-    def _ask_pairs(self, rubric: str, queries: Sequence[tuple[PromptText, str, str]]) -> list[dict[str, Any]]:
+    def _ask_pairs(
+        self, rubric: str, queries: Sequence[tuple[PromptText, str, str]], question: str | None = None
+    ) -> list[dict[str, Any]]:
         """q = P(first label) normalized, for each ordered (prompt, first, second); cached."""
         kind = "pair+reasoning" if self.reasoning else "pair"
+        if question is not None:
+            kind += ":" + rubric_hash(question)
+        ask = question or PAIR_QUESTION
+        if self.reasoning:
+            ask = (question + " " if question else "") + REASONING_ASK
         keys = [JudgeCache.key(self.name, rubric, kind, p, [f, s]) for p, f, s in queries]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         self.stats["queries"] += len(queries)
         self.stats["cache_hits"] += sum(k in found for k in keys)
         todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in found))
         todo_unique = list({keys[i]: i for i in todo}.values())
-        for start in range(0, len(todo_unique), self.batch_size):
+        starts = range(0, len(todo_unique), self.batch_size)
+        if len(starts) > 4:  # long work shows progress (stderr; no bar when it is not a terminal)
+            from tqdm.auto import tqdm
+
+            starts = tqdm(
+                starts, desc=f"judge {self.name}", unit="batch", file=sys.stderr, leave=False, disable=None
+            )
+        for start in starts:
             idx = todo_unique[start : start + self.batch_size]
-            chats = [
-                pair_chat(rubric, *queries[i], question=REASONING_ASK if self.reasoning else PAIR_QUESTION)
-                for i in idx
-            ]
+            chats = [pair_chat(rubric, *queries[i], question=ask) for i in idx]
             try:
                 reasons = None
                 if self.reasoning:
@@ -441,13 +453,19 @@ class AIJudge:
     # ---------------------------------------------------------------- Teacher API
 
     def compare_batch(
-        self, triples: Sequence[tuple[PromptText, str, str]], rubric: str | None = None
+        self,
+        triples: Sequence[tuple[PromptText, str, str]],
+        rubric: str | None = None,
+        question: str | None = None,
     ) -> list[Preference]:
-        """Judge many (prompt, a, b): both orders each, batched and cached."""
+        """Judge many (prompt, a, b): both orders each, batched and cached.
+
+        `rubric` replaces the system prompt and `question` the closing question for this call
+        (constitutional AI asks each pair under a principle); both are part of the cache key."""
         started = time.perf_counter()
         rubric = self.rubric if rubric is None else rubric
         queries = [(p, a, b) for p, a, b in triples] + [(p, b, a) for p, a, b in triples]
-        answers = self._ask_pairs(rubric, queries)
+        answers = self._ask_pairs(rubric, queries, question)
         n = len(triples)
         out = []
         for t in range(n):
@@ -479,7 +497,18 @@ class AIJudge:
         return self.compare_batch([(prompt, a, b)])[0]
 
     def rank(self, prompt: PromptText, responses: Sequence[str]) -> list[int] | None:
-        return copeland_ranks(self, prompt, responses)
+        """Order by expected wins Σ_j P(i ≻ j) over all pairs (soft Copeland): position-debiased
+        soft labels rarely tie, so a judge whose verdicts are often ties still gives an order."""
+        k = len(responses)
+        if k == 0:
+            raise ValueError("rank needs at least one response")
+        pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+        prefs = self.compare_batch([(prompt, responses[i], responses[j]) for i, j in pairs])
+        wins = [0.0] * k
+        for (i, j), pref in zip(pairs, prefs):
+            wins[i] += pref.probability
+            wins[j] += 1.0 - pref.probability
+        return order_to_ranks(wins)
 
     def _single(
         self, kind: str, question: str, labels: Sequence[str], prompt: PromptText, response: str

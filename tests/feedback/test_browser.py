@@ -78,6 +78,30 @@ def card_ids(page: Any) -> list[int]:
     ]
 
 
+def shown_texts(server: Any, page: Any, cid: int) -> dict[int, str]:
+    """The current task's cards as the API shows them to the logged-in annotator: id -> text."""
+    token = page.evaluate("localStorage.getItem('prefloop_token')")
+    task = server.api("GET", f"/api/campaigns/{cid}/next", token=token).json()["task"]
+    return {r["id"]: r["text"] for r in task["responses"]}
+
+
+def in_shown_ids(judgment: dict[str, Any], texts: dict[int, str]) -> dict[str, Any]:
+    """A stored payload (database ids) rewritten with the ids its annotator saw (opaque aliases)."""
+    shown_of_text = {t: i for i, t in texts.items()}
+    alias = {r["id"]: shown_of_text[r["text"]] for r in judgment["responses"]}
+    p = dict(judgment["payload"])
+    if "pairwise" in p:
+        p["pairwise"] = {**p["pairwise"], "a": alias[p["pairwise"]["a"]], "b": alias[p["pairwise"]["b"]]}
+    if "ranking" in p:
+        p["ranking"] = [[alias[r] for r in g] for g in p["ranking"]]
+    for key in ("ratings", "thumbs"):
+        if key in p:
+            p[key] = {str(alias[int(r)]): v for r, v in p[key].items()}
+    if "edit" in p:
+        p["edit"] = {**p["edit"], "response_id": alias[p["edit"]["response_id"]]}
+    return p
+
+
 def judgments(server: Any, cid: int) -> list[dict[str, Any]]:
     r = server.api("GET", f"/api/campaigns/{cid}/judgments", token=server.admin_token)
     r.raise_for_status()
@@ -137,6 +161,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     expect(page.locator("#message")).to_contain_text("Nothing to submit yet")
 
     a, b, c = card_ids(page)
+    texts1 = shown_texts(live_server, page, cid)
     # ranking by digits: focus starts on A and moves to the next unranked response: A=2, B=1, C=3
     for key in ("2", "1", "3"):
         page.keyboard.press(key)
@@ -173,7 +198,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     assert page.evaluate("window.marker") == 1, "the next task must load without a page reload"
     stored = judgments(live_server, cid)
     assert len(stored) == 1
-    p = stored[0]["payload"]
+    p = in_shown_ids(stored[0], texts1)
     assert p["ranking"] == [[b], [a], [c]]
     assert p["pairwise"] == {"a": a, "b": b, "choice": "b", "strength": "slightly_better"}
     assert p["ratings"] == {str(a): 6.0}
@@ -186,6 +211,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
 
     # task 2 with the mouse: a partial ranking is refused, then rating 4 + thumbs up on A
     a2, b2, c2 = card_ids(page)
+    texts2 = shown_texts(live_server, page, cid)
     assert a2 not in (a, b, c)
     page.keyboard.press("1")
     page.keyboard.press("Enter")
@@ -208,7 +234,8 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     page.keyboard.press("Control+Enter")  # resubmit the restored answer (fresh idempotency key)
     expect(page.locator("#progress")).to_have_text("2 / 3")
     again = judgments(live_server, cid)
-    assert len(again) == 2 and again[1]["payload"] == {"ratings": {str(a2): 4.0}, "thumbs": {str(a2): True}}
+    assert len(again) == 2
+    assert in_shown_ids(again[1], texts2) == {"ratings": {str(a2): 4.0}, "thumbs": {str(a2): True}}
 
     # skip the last task: nothing stored, the done panel appears
     page.keyboard.press("s")
@@ -337,6 +364,7 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     expect(page.locator("#progress")).to_have_text("0 / 2")
     expect(page.locator(".model-name").first).to_have_text("model-0")  # not anonymous: names shown
     a, b = card_ids(page)
+    texts = shown_texts(live_server, page, camp.id)
     page.keyboard.press("2")
     page.keyboard.press("q")
     expect(page.locator("#choice-b")).to_have_class(re.compile("selected"))
@@ -349,7 +377,7 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     assert len(keys) == 3 and keys[2] != keys[0]  # a new task gets a fresh key
     stored = judgments(live_server, camp.id)
     assert [j["payload"]["pairwise"]["choice"] for j in stored] == ["b", "both_bad"]
-    assert stored[0]["payload"]["pairwise"] == {
+    assert in_shown_ids(stored[0], texts)["pairwise"] == {
         "a": a,
         "b": b,
         "choice": "b",
@@ -369,7 +397,10 @@ def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> 
         token=live_server.admin_token,
         json={"name": "kim", "role": "annotator", "password": "kim-password"},
     ).raise_for_status()
-    items = [{"prompt": "Twelve answers", "responses": [{"text": f"answer {j}"} for j in range(12)]}]
+    items = [
+        {"prompt": f"Twelve answers ({i})", "responses": [{"text": f"answer {j} ({i})"} for j in range(12)]}
+        for i in range(2)
+    ]
     camp = live_server.create_campaign(
         name="Twelve", annotators=["kim"], items=items, feedback_types=["ranking"], anonymous=False
     )
@@ -395,12 +426,21 @@ def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> 
     expect(page.locator("#ranking-text")).to_have_text(
         "D  >  E  >  C  >  F  >  G  >  H  >  I  >  J  >  K  >  A  >  L  >  B"
     )
-    # a lone 1 followed by another key: the 1 is taken first (K: back to L, then j...), here Enter submits
     page.keyboard.press("Enter")
-    expect(page.locator("#done-panel")).to_be_visible()
+    expect(page.locator("#progress")).to_have_text("1 / 2")
     (j,) = judgments(live_server, camp.id)
+    text_of = {
+        r["id"]: r["text"] for r in j["responses"]
+    }  # stored ids -> texts; cards show A..L in item order
     order = [3, 4, 2, 5, 6, 7, 8, 9, 10, 0, 11, 1]
-    assert j["payload"]["ranking"] == [[ids[i]] for i in order]
+    assert [[text_of[r] for r in g] for g in j["payload"]["ranking"]] == [[f"answer {i} (0)"] for i in order]
+    # a lone 1 followed at once by another key: the 1 is taken before the key acts
+    ids = card_ids(page)
+    page.keyboard.press("1")
+    page.keyboard.press("j")  # the rank goes to A (the highlight then moves on from B to C)
+    expect(page.locator(f'.response[data-id="{ids[0]}"] .rank.selected')).to_have_text("1")
+    expect(page.locator(".response.focused")).to_have_attribute("data-label", "C")
+    expect(page.locator(".rank-typing:visible")).to_have_count(0)
     assert page.dialogs == [] and page.errors == []
 
 

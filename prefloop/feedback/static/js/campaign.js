@@ -21,7 +21,7 @@ async function tokenDetails(name, box) {
   const tokens = await api(`/api/users/${encodeURIComponent(name)}/tokens`);
   box.replaceChildren(...tokens.map((t) => el("div", { class: "token-row", dataset: { token: String(t.id) } },
     el("span", { class: "small" }, `#${t.id} · issued ${t.created_at.slice(0, 16).replace("T", " ")}` +
-      (t.expires_at ? ` · expires ${t.expires_at.slice(0, 16).replace("T", " ")}` : "")),
+      (t.expires_at ? ` · ${t.expired ? "expired" : "expires"} ${t.expires_at.slice(0, 16).replace("T", " ")}` : "")),
     el("button", { type: "button", class: "linklike revoke-one", onclick: () => revoke(name, t.id) }, "revoke"))));
   if (!tokens.length) box.append(el("span", { class: "muted small" }, "no live tokens"));
 }
