@@ -8,15 +8,19 @@ the extra state (generator RNG, KL controller, reward normalizer) its checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from prefloop.models.load import resolve_device, torch_dtype
 from prefloop.train.checkpoint import (
@@ -50,7 +54,7 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
     return tokenizer, prepare_trainable(model, cfg, "CAUSAL_LM").to(device)
 
 
-def prepare_trainable(model: torch.nn.Module, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
+def prepare_trainable(model: PreTrainedModel, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
     """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
     LoRA of `task_type`."""
     from prefloop.models.load import apply_lora
@@ -96,31 +100,48 @@ class Run:
     """The `extra_state` of the checkpoint this run resumed from ({} for a fresh run)."""
     bar: Any = None
 
-    def step_done(self, step: int, metrics: dict[str, float], tokens: int, started: float) -> None:
-        """Finish optimizer step `step` (1-based after it): clip, update, log, checkpoint."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+    def apply_gradients(self) -> float | None:
+        """Clip the accumulated gradients, take one optimizer step, clear them.
+
+        Returns the gradient norm before clipping (None when clipping is off). `step_done` calls
+        it; the online loop calls it once per minibatch and `step_done(..., apply=False)` once
+        per rollout, so the learning-rate schedule, logging and checkpoints count rollouts.
+        """
+        norm = None
         if self.cfg.max_grad_norm > 0:
-            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
-        lr = self.scheduler.get_last_lr()[0]
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def step_done(
+        self, step: int, metrics: dict[str, float], tokens: int, started: float, apply: bool = True
+    ) -> None:
+        """Finish step `step` (1-based after it): clip and update (unless `apply` is False: the
+        caller already did), advance the schedule, log, checkpoint."""
+        lr = self.scheduler.get_last_lr()[0]
+        if apply:
+            norm = self.apply_gradients()
+            if norm is not None:
+                metrics["grad_norm"] = norm
+        self.scheduler.step()
         done = step + 1
-        metrics = {
+        logged: dict[str, float] = {
             "loss": metrics.pop("loss"),
             "step_time_s": time.perf_counter() - started,
             "tokens": int(tokens),
-            "learning_rate": lr,
+            "learning_rate": float(lr),
             **({"epoch": self.schedule.epoch_of(done)} if self.schedule is not None else {}),
             **metrics,
         }
         if done % max(1, self.cfg.logging_steps) == 0 or done == self.total_steps:
-            self.logger.log(done, metrics)
+            self.logger.log(done, logged)
         if self.cfg.save_steps > 0 and done % self.cfg.save_steps == 0 and done < self.total_steps:
             self.save_checkpoint(done)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            self.bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
     def save_checkpoint(self, done: int) -> Path:
         """OUTPUT/checkpoints/step-`done` with the loop's extra state."""
@@ -214,7 +235,13 @@ def start_run(
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)
         start, restored = int(state["step"]), dict(state.get("extra") or {})
         print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    logger = MetricsLogger(output_dir, cfg.report_to_tensorboard, resume_step=start if checkpoint else None)
+    logger = MetricsLogger(
+        output_dir,
+        cfg.report_to_tensorboard,
+        resume_step=start if checkpoint else None,
+        report_to=cfg.report_to or (),
+        params=dataclasses.asdict(cfg),
+    )
     bar = progress_bar(total_steps, start, desc)
     return Run(
         cfg,
