@@ -805,8 +805,11 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             if skipped is not None and (j is None or skipped.updated_at >= j.created_at):
                 a, what, undone_id = skipped, "skip", None
             else:
+                assert j is not None  # no skip to undo, and "nothing to undo" was answered above
                 j.undone = True
-                a, what, undone_id = s.get(Assignment, j.assignment_id), "submission", j.id
+                found = s.get(Assignment, j.assignment_id)
+                assert found is not None  # a judgment's assignment is never deleted
+                a, what, undone_id = found, "submission", j.id
             a.status, a.updated_at = "pending", utcnow()
             s.flush()
             item = load_item(s, a.item_id)
@@ -975,6 +978,7 @@ def skip_task(s: Session, a: Assignment) -> None:
     a.status, a.updated_at = "skipped", utcnow()
     s.flush()
     c = s.get(Campaign, a.campaign_id, with_for_update=True)
+    assert c is not None  # an assignment's campaign exists (foreign key)
     assign_mod.assign(s, c, rebalance=False)
 
 
