@@ -179,7 +179,7 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig, others: Sequence[Any] = 
     if family == "unpaired" and records:
         pool = list(records) + list(others)
         partners = mismatched_partners([r.prompt for r in pool])
-    items = []
+    items: list[dict[str, Any]] = []
     for i, r in enumerate(records):
         if family == "pairwise":
             items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)]})
@@ -305,6 +305,7 @@ def kto_kl_baseline(model, cfg, micro, ref: RefLogps, pad_id: int, device, key_l
     for items, keys in zip(micro, key_lists):
         policy_kl = seq_logps(model, [item["kl_seq"] for item in items], pad_id, cfg, device)
         _, ref_kl = split_ref(cfg, items, ref.lookup(keys, items, pad_id))
+        assert ref_kl is not None  # KTO items always carry their mismatched sequence
         diffs.append(policy_kl - ref_kl)
     return torch.cat(diffs).mean().item()
 
@@ -320,6 +321,7 @@ def evaluate(model, cfg, items, ref: RefLogps, pad_id: int, device, offset: int)
         ref_all, ref_kl = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
         z0 = None
         if loss_family(cfg.loss) == "unpaired":
+            assert ref_kl is not None
             z0 = (
                 (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
             )
