@@ -9,7 +9,7 @@ runs alone or as one rank of many:
 - `sum(values)`: all-reduced sums (float64), e.g. the records or tokens of an optimizer step, so
   each rank normalises its loss by the step's global count (`loss_scales`).
 - `backward(loss, model, last)`: gradient sync only on the last micro-batch of a step.
-- `clip_grad_norm`, `optimizer_step`: the engine's own clipping and stepping.
+- `step(model, optimizer, max_grad_norm)`: clip over all ranks / shards and update.
 - `reduce_metrics(parts)`: count-weighted means over every rank's micro-batches.
 - `is_main`, `barrier`, `gather_object`: rank 0 writes logs and checkpoints; the others wait.
 - `full_state_dict(model)`: the whole model's weights (gathered from shards where sharded).
@@ -19,9 +19,14 @@ Alone (no launcher), `Dist` is rank 0 of 1: `sum` returns its input, `backward` 
 world size.
 
 Launching: `accelerate launch --config_file examples/accelerate/ddp.yaml -m prefloop.cli dpo ...`
-(or `torchrun`); the launcher sets WORLD_SIZE / RANK / LOCAL_RANK and, for DeepSpeed and FSDP,
-ACCELERATE_USE_DEEPSPEED / ACCELERATE_USE_FSDP, which `setup` reads through accelerate's
-`Accelerator`. On machines without CUDA the process group uses gloo.
+(or `torchrun`). The launcher sets WORLD_SIZE / RANK / LOCAL_RANK and, from the config,
+ACCELERATE_USE_FSDP (+ FSDP_*) or ACCELERATE_USE_DEEPSPEED (+ ACCELERATE_DEEPSPEED_*).
+`setup` joins the process group through accelerate's `Accelerator` (gloo without CUDA) and
+picks the engine from those variables; the engines themselves are torch's DDP (through
+accelerate), torch's FSDP2 `fully_shard` (per decoder layer, then the root) and
+`deepspeed.initialize` (ZeRO stage from the config), wired here the same way on CPU and GPU,
+so what the CPU tests run is what a GPU cluster runs. (accelerate's own FSDP and DeepSpeed
+paths refuse CPUs, which would leave those engines untestable without a GPU.)
 
 Gradient arithmetic: DDP, FSDP and DeepSpeed average gradients over ranks (divide the sum by
 the world size W). A rank's micro-batch m with count n_m (records or tokens) gets the loss
@@ -33,6 +38,7 @@ split into ranks and micro-batches (`loss_scales`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,12 +51,33 @@ ENGINES = ("single", "ddp", "fsdp", "deepspeed")
 
 def launched() -> bool:
     """Whether this process was started by a distributed launcher (accelerate launch, torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return True
-    return any(
-        os.environ.get(name, "false").lower() == "true"
-        for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP")
+    return (
+        int(os.environ.get("WORLD_SIZE", "1")) > 1
+        or _env_flag("ACCELERATE_USE_DEEPSPEED")
+        or _env_flag("ACCELERATE_USE_FSDP")
     )
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+class DistError(RuntimeError):
+    """A distributed setting prefloop cannot run (named, with what to change)."""
+
+
+def engine_from_env(world_size: int) -> str:
+    """The engine the launcher's config asks for: 'deepspeed', 'fsdp', 'ddp' (several processes) or 'single'."""
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed"
+    if _env_flag("ACCELERATE_USE_FSDP"):
+        version = os.environ.get("FSDP_VERSION", "1")
+        if version != "2":
+            raise DistError(
+                f"FSDP version {version}: prefloop runs FSDP2 only (fsdp_version: 2 in the accelerate config)"
+            )
+        return "fsdp"
+    return "ddp" if world_size > 1 else "single"
 
 
 @dataclass
@@ -64,6 +91,7 @@ class Dist:
     """'single' (one process), 'ddp', 'fsdp' (FSDP2) or 'deepspeed' (ZeRO stage from the config)."""
     accelerator: Any = field(default=None, repr=False)
     grad_accum: int = 1
+    _skeleton: Any = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -71,7 +99,7 @@ class Dist:
 
     @property
     def sharded(self) -> bool:
-        """Whether weights or optimizer state are split across ranks (FSDP, DeepSpeed ZeRO)."""
+        """Whether weights or optimizer state are split across ranks (FSDP2, DeepSpeed ZeRO)."""
         return self.engine in ("fsdp", "deepspeed")
 
     # ------------------------------------------------------------------ collectives
@@ -132,56 +160,171 @@ class Dist:
 
     # ------------------------------------------------------------------ model and steps
 
-    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-        """(module for the training forward, optimizer to step) under this engine.
+    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
+        """(module for the training forward, optimizer) under this engine.
 
         Call after the weights (and a resumed checkpoint) are loaded: DDP broadcasts rank 0's
-        weights, FSDP2 and DeepSpeed shard what they are given.
+        weights, FSDP2 and DeepSpeed shard what they are given. Under FSDP2 the optimizer keeps
+        its parameter groups (and so its learning-rate scheduler), rebound to the sharded
+        parameters; under DeepSpeed the engine's optimizer wraps it.
         """
-        if self.accelerator is None:
+        if self.engine == "single":
             return model, optimizer
         if self.engine == "ddp":
             return self.accelerator.prepare_model(model), optimizer
-        if self.engine == "deepspeed":
-            plugin = self.accelerator.state.deepspeed_plugin
-            plugin.deepspeed_config["gradient_accumulation_steps"] = self.grad_accum
-            plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = 1  # counts are ours; any value > 0
-        wrapped, opt = self.accelerator.prepare(model, optimizer)
-        return wrapped, opt
+        if self.is_main:  # an empty copy to hold the gathered weights for final/ (see full_model)
+            self._skeleton = copy.deepcopy(model).to("meta")
+        if self.engine == "fsdp":
+            return _fully_shard(model, optimizer, self.device, self.world_size), optimizer
+        return _deepspeed(model, optimizer, self.grad_accum, max_grad_norm)
 
     def backward(self, loss: torch.Tensor, model: torch.nn.Module, last: bool) -> None:
         """Backward of one micro-batch; gradients are synced across ranks only after the last one."""
-        if self.accelerator is None:
+        if self.engine == "deepspeed":
+            # The boundary is ours (a short last step has fewer micro-batches than grad_accum),
+            # and so is the normalisation: no division by gradient_accumulation_steps.
+            model.set_gradient_accumulation_boundary(last)
+            model.backward(loss, scale_wrt_gas=False)
+            return
+        if self.engine == "fsdp":
+            model.set_requires_gradient_sync(last)
             loss.backward()
             return
-        if self.engine == "deepspeed":
-            # DeepSpeed divides by its gradient_accumulation_steps (= grad_accum); our scales
-            # already normalise over the step, so undo it. The engine steps on the last one.
-            self.accelerator.gradient_state._set_sync_gradients(last)
-            self.accelerator.backward(loss * self.grad_accum)
-            return
-        context = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+        context = (
+            self.accelerator.no_sync(model) if self.engine == "ddp" and not last else contextlib.nullcontext()
+        )
         with context:
             loss.backward()
 
-    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float | None:
-        """Clip the synced gradients to `max_norm` (over the whole model, every shard); returns the norm before."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        if self.accelerator is None:
-            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        norm = self.accelerator.clip_grad_norm_(params, max_norm)
-        return None if norm is None else float(norm)
+    def step(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float
+    ) -> float | None:
+        """Clip the synced gradients to `max_grad_norm` (0: no clipping) and update; the norm before clipping."""
+        if self.engine == "deepspeed":
+            model.step()  # clips to the config's gradient_clipping (= max_grad_norm) inside
+            norm = model.get_global_grad_norm()
+            return None if norm is None else float(norm)
+        norm = None
+        if max_grad_norm > 0:
+            params = [p for p in model.parameters() if p.requires_grad]
+            total = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            if hasattr(total, "full_tensor"):  # a DTensor under FSDP2: the norm over every shard
+                total = total.full_tensor()
+            norm = float(total)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
 
-    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """All weights of the (possibly sharded) `model` on every rank; a collective under FSDP/ZeRO-3."""
-        if self.accelerator is None:
-            return model.state_dict()
-        return self.accelerator.get_state_dict(model)
+    def full_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The whole trained model on rank 0 (None elsewhere); a collective under FSDP2 / ZeRO-3.
+
+        Sharded engines gather the full weights into the empty copy `prepare` kept, so the
+        final save (LoRA merge included) runs on an ordinary module.
+        """
+        if not self.sharded:
+            return self.unwrap(model) if self.is_main else None
+        if self.engine == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(
+                model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        else:
+            state = _deepspeed_full_state(model)
+        if not self.is_main:
+            return None
+        full = self._skeleton
+        full.load_state_dict(state, assign=True)
+        base = full.get_base_model() if hasattr(full, "get_base_model") else full
+        if hasattr(base, "tie_weights"):
+            base.tie_weights()  # assign=True loads tied tensors as two; tie them again
+        return full
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.accelerator is None:
-            return model
-        return self.accelerator.unwrap_model(model)
+        if self.engine == "ddp":
+            return model.module
+        if self.engine == "deepspeed":
+            return model.module
+        return model
+
+
+def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def _fully_shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, world: int):
+    """torch FSDP2: one `fully_shard` unit per decoder layer (the model's `_no_split_modules`), then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    groups = _param_names(model, optimizer)
+    mesh = init_device_mesh(device.type, (world,))
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "true"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    wanted = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")
+    layer_classes = {c for c in wanted.split(",") if c} or set(getattr(base, "_no_split_modules", None) or [])
+    for module in list(model.modules()):
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    params = dict(model.named_parameters())
+    for group, names in zip(optimizer.param_groups, groups):
+        group["params"] = [params[n] for n in names]  # same groups, now the sharded parameters
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            group["fused"], group["foreach"] = False, True  # no fused kernel for sharded (DTensor) tensors
+    # The decoder body and the LM head are one FSDP unit with the root: the split head path
+    # of prefloop.models.logps would skip the root's all-gather, so take the whole forward.
+    model.prefloop_whole_forward = True
+    return model
+
+
+def _deepspeed(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, grad_accum: int, max_grad_norm: float
+):
+    """deepspeed.initialize with the ZeRO stage (and offload) of the accelerate config the launcher exported."""
+    try:
+        import deepspeed
+    except ImportError as exc:
+        raise DistError(
+            "the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed"
+        ) from exc
+
+    stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
+    zero: dict[str, Any] = {"stage": stage}
+    for key, env in (
+        ("offload_optimizer", "OFFLOAD_OPTIMIZER_DEVICE"),
+        ("offload_param", "OFFLOAD_PARAM_DEVICE"),
+    ):
+        where = os.environ.get(f"ACCELERATE_DEEPSPEED_{env}", "none")
+        if where not in ("none", ""):
+            zero[key] = {"device": where}
+    if stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    dtype = next(model.parameters()).dtype
+    config = {
+        "train_micro_batch_size_per_gpu": 1,  # prefloop counts records itself; DeepSpeed needs a number
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": max_grad_norm,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,  # prefloop's AdamW (torch) is the optimizer
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        "fp16": {"enabled": dtype == torch.float16},
+        "steps_per_print": 1 << 30,
+    }
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            group["fused"], group["foreach"] = False, True  # ZeRO hands the optimizer flat partitions
+    engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    engine.prefloop_whole_forward = True
+    return engine, ds_optimizer
+
+
+def _deepspeed_full_state(engine) -> dict[str, torch.Tensor]:
+    if engine.zero_optimization_stage() == 3:
+        return engine._zero3_consolidated_16bit_state_dict()
+    return {k: v.detach().cpu() for k, v in engine.module.state_dict().items()}
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -189,15 +332,15 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * rank
 
 
-_ACCELERATOR: dict[tuple, Any] = {}
+_ACCELERATOR: dict[bool, Any] = {}
 
 
 def setup(device: str = "auto", grad_accum: int = 1) -> Dist:
     """This process's `Dist`: rank 0 of 1 unless a launcher started it (see `launched`).
 
     Under a launcher, accelerate's `Accelerator` joins the process group (gloo without CUDA)
-    and reads the engine from the launcher's environment (DDP, FSDP2, DeepSpeed ZeRO-2/3).
-    `device` is the config's ('auto', 'cpu', 'cuda', ...); each rank gets its local device.
+    and gives each rank its local device; the engine comes from the launcher's config
+    (`engine_from_env`). `device` is the config's ('auto', 'cpu', 'cuda', ...).
     """
     from prefloop.models.load import resolve_device
 
@@ -205,32 +348,18 @@ def setup(device: str = "auto", grad_accum: int = 1) -> Dist:
     if not launched():
         return Dist(device=wanted)
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
 
     cpu = wanted.type == "cpu"
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    key = (cpu, grad_accum if deepspeed else 1)
-    if key not in _ACCELERATOR:
-        # DeepSpeed owns the accumulation boundary; everywhere else our scales do it, so the
-        # Accelerator must not divide the loss again (gradient_accumulation_steps=1).
-        _ACCELERATOR[key] = Accelerator(cpu=cpu, gradient_accumulation_steps=key[1])
-    acc = _ACCELERATOR[key]
-    kind = acc.distributed_type
-    if kind == DistributedType.DEEPSPEED:
-        engine = "deepspeed"
-    elif kind == DistributedType.FSDP:
-        if not acc.is_fsdp2:
-            raise RuntimeError("prefloop supports FSDP2 only: set fsdp_version: 2 in the accelerate config")
-        engine = "fsdp"
-    elif acc.num_processes > 1:
-        engine = "ddp"
-    else:
-        engine = "single"
+    if cpu not in _ACCELERATOR:  # one per process: accelerate keeps its state process-wide
+        _ACCELERATOR[cpu] = Accelerator(cpu=cpu)
+    acc = _ACCELERATOR[cpu]
+    if not torch.distributed.is_initialized() and acc.num_processes > 1:
+        raise DistError("the launcher started several processes but no process group was joined")
     return Dist(
         device=acc.device,
         rank=acc.process_index,
         world_size=acc.num_processes,
-        engine=engine,
-        accelerator=acc if engine != "single" else None,
+        engine=engine_from_env(acc.num_processes),
+        accelerator=acc,
         grad_accum=grad_accum,
     )

@@ -327,22 +327,16 @@ def disabled_adapter(model) -> Iterator[Any]:
 # --------------------------------------------------------------------------- saving
 
 
-def save_final(model, tokenizer, output_dir: str | Path, state_dict: dict | None = None) -> Path:
+def save_final(model, tokenizer, output_dir: str | Path) -> Path:
     """Write OUTPUT/final: a standalone HF directory (weights, config, tokenizer).
 
     PEFT models: the adapter goes to OUTPUT/adapter and final/ holds a merged copy, so
     final/ loads with plain `AutoModelForCausalLM` / `AutoModelForSequenceClassification`.
     The merge happens on a copy: `model` keeps its adapters and can continue training.
-    `state_dict`: the full weights gathered from a sharded model (FSDP2, ZeRO-3), written as they are.
     """
     output_dir = Path(output_dir)
     final = output_dir / "final"
     final.mkdir(parents=True, exist_ok=True)
-    if state_dict is not None:
-        with quiet_transformers():
-            model.save_pretrained(str(final), state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(str(final))
-        return final
     to_save = model
     if is_peft(model):
         model.save_pretrained(str(output_dir / "adapter"))

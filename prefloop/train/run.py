@@ -151,15 +151,12 @@ class Run:
 
     def step_done(self, step: int, metrics: dict[str, float], tokens: int, started: float) -> None:
         """Finish optimizer step `step` (1-based after it): clip, update, log, checkpoint."""
-        if self.cfg.max_grad_norm > 0:
-            norm = self.dist.clip_grad_norm(self.train_model, self.cfg.max_grad_norm)
-            if norm is not None:
-                metrics["grad_norm"] = norm
         (tokens,) = self.dist.sum([tokens])
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        norm = self.dist.step(self.train_model, self.optimizer, self.cfg.max_grad_norm)
+        if norm is not None and self.cfg.max_grad_norm > 0:
+            metrics["grad_norm"] = norm
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         done = step + 1
         metrics = {
             "loss": metrics.pop("loss"),
@@ -214,12 +211,9 @@ class Run:
         from prefloop.models.load import save_final as _save_final
 
         self.model.eval()
-        if self.dist.sharded:
-            state = self.dist.full_state_dict(self.train_model)  # a collective: every rank gathers
-            if self.dist.is_main:
-                _save_final(self.dist.unwrap(self.train_model), tokenizer, self.output_dir, state_dict=state)
-        elif self.dist.is_main:
-            _save_final(self.model, tokenizer, self.output_dir)
+        full = self.dist.full_model(self.train_model)  # gathered from the shards on rank 0 (a collective)
+        if full is not None:
+            _save_final(full, tokenizer, self.output_dir)
         self.dist.barrier()
         return self.output_dir / "final"
 
@@ -319,7 +313,7 @@ def start_run(
             set_seed(rank_seed(cfg.seed + start, dist.rank))
         if dist.is_main:
             print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    train_model, optimizer = dist.prepare(model, optimizer)
+    train_model, optimizer = dist.prepare(model, optimizer, cfg.max_grad_norm)
     logger = MetricsLogger(
         output_dir,
         cfg.report_to_tensorboard,
