@@ -12,6 +12,9 @@ prefloop's ``metrics.jsonl`` (``step_time_s``) and from a ``TrainerCallback`` fo
 steady state is the mean of steps 3..N (steps 1-2 carry one-time warm-up work). Step-1 losses
 must both be ln 2: at step 1 the policy equals the reference, so every log-ratio is 0.
 
+Rows `prefloop-padded` and `prefloop-packed` switch off prefloop's prefix sharing and packing
+one at a time (`--no-share-prefix`, `--no-packing`), so the table shows what each buys.
+
 Usage::
 
     python benchmarks/dpo_vs_trl.py                 # all runs, CPU fp32, writes benchmarks/results/
@@ -25,113 +28,20 @@ compare ratios from the same invocation, not absolute numbers across invocations
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import math
 import os
-import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+from harness import make_pairs, to_prefloop_records
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = harness.RESULTS
 LN2 = math.log(2.0)
-
-# ----------------------------------------------------------------------------------------------
-# Data: 64 short chat turns, each with a helpful (chosen) and an unhelpful (rejected) reply.
-# ----------------------------------------------------------------------------------------------
-
-_TOPICS = [
-    ("boil an egg", "Put the egg in boiling water for nine minutes, then cool it in cold water."),
-    ("water a cactus", "Water it deeply once every two or three weeks and let the soil dry out in between."),
-    ("sleep better", "Keep a regular bedtime, avoid screens for an hour before bed and keep the room cool."),
-    ("learn to juggle", "Start with one ball, throw it in an arc from hand to hand, then add a second ball."),
-    (
-        "clean a cast iron pan",
-        "Rinse it with hot water, scrub with salt, dry it on the stove and oil it lightly.",
-    ),
-    (
-        "write a cover letter",
-        "Open with the role you want, show two results that fit it and close with a clear ask.",
-    ),
-    ("save money on groceries", "Plan meals for the week, shop with a list and buy staples in bulk."),
-    (
-        "start running",
-        "Alternate one minute of running with two of walking, three times a week, and build up.",
-    ),
-    (
-        "fix a squeaky door",
-        "Lift the hinge pin, coat it with a little oil or petroleum jelly and tap it back in.",
-    ),
-    ("remember names", "Repeat the name when you hear it, link it to a picture and use it once in the talk."),
-    ("brew green tea", "Use water at about eighty degrees and steep the leaves for two minutes."),
-    ("read more books", "Carry a book everywhere and read ten pages before you look at your phone."),
-    (
-        "keep basil alive",
-        "Give it six hours of sun, water when the top of the soil is dry and pinch the tips.",
-    ),
-    (
-        "prepare for an interview",
-        "Research the company, practise three stories about your work and prepare questions.",
-    ),
-    (
-        "study for an exam",
-        "Test yourself with old questions, space the sessions out and sleep well before it.",
-    ),
-    ("make a budget", "List your income, subtract fixed costs, then give every remaining euro a job."),
-]
-_OPENERS = ["How do I", "What is the best way to", "Can you tell me how to", "Any tips to"]
-_EXTRAS = [
-    "",
-    " Doing it this way is simple and it works for most people.",
-    " Take your time at first; it gets easier after a few tries, and small steady steps beat big ones.",
-    " If something goes wrong, go back one step, check what changed, and try again calmly the next day.",
-]
-_UNHELPFUL = [
-    "I don't know.",
-    "Figure it out yourself.",
-    "Why would you even want to do that?",
-    "That is not something I can talk about right now, sorry.",
-]
-
-
-def make_pairs(n: int = 64, seed: int = 0) -> list[dict]:
-    """`n` preference pairs in TRL's conversational format (prompt/chosen/rejected message lists).
-
-    Deterministic for a given seed; lengths vary (about 40 to 110 tokens per sequence with the
-    chat template) so that padding to the longest in a batch differs from padding to 128.
-    """
-    rng = random.Random(seed)
-    pairs = []
-    for i in range(n):
-        task, answer = _TOPICS[i % len(_TOPICS)]
-        opener = _OPENERS[(i // len(_TOPICS)) % len(_OPENERS)]
-        extra = rng.choice(_EXTRAS)
-        pairs.append(
-            {
-                "prompt": [{"role": "user", "content": f"{opener} {task}?"}],
-                "chosen": [{"role": "assistant", "content": answer + extra}],
-                "rejected": [{"role": "assistant", "content": rng.choice(_UNHELPFUL)}],
-            }
-        )
-    return pairs
-
-
-def to_prefloop_records(pairs: list[dict]):
-    """The same pairs as prefloop PreferencePair records (prompt messages, reply strings)."""
-    from prefloop.data.records import PreferencePair
-
-    return [
-        PreferencePair(
-            prompt=p["prompt"], chosen=p["chosen"][0]["content"], rejected=p["rejected"][0]["content"]
-        )
-        for p in pairs
-    ]
-
 
 # ----------------------------------------------------------------------------------------------
 # Children: one framework per process.
@@ -141,36 +51,48 @@ def to_prefloop_records(pairs: list[dict]):
 RUNS: dict[str, tuple[str, dict]] = {
     "trl": ("trl", {"precompute_ref": True}),
     "prefloop": ("prefloop", {}),
+    "prefloop-packed": ("prefloop", {"share_prefix": False}),
+    "prefloop-padded": ("prefloop", {"packing": False}),
     "trl-liveref": ("trl", {"precompute_ref": False}),
     "prefloop-lora": ("prefloop", {"lora": True}),
     "trl-pad128": ("trl", {"precompute_ref": True, "pad_to_max": True}),
-    "prefloop-pad128": ("prefloop", {"pad_to_max": True}),
+    "prefloop-pad128": ("prefloop", {"pad_to_max": True, "packing": False}),
 }
-DEFAULT_RUNS = ["trl", "prefloop", "trl-liveref", "prefloop-lora"]
-
-
-def _setup_torch(threads: int, seed: int):
-    import torch
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    return torch
+DEFAULT_RUNS = ["trl", "prefloop", "prefloop-packed", "prefloop-padded"]
+DESCRIPTIONS = {
+    "trl": "TRL DPOTrainer, reference log-probs precomputed (precompute_ref_log_probs=True), pad to longest in batch",
+    "prefloop": "prefloop preference loop (dpo), full fine-tuning, reference precomputed, packed batch with "
+    "prefix sharing (its defaults)",
+    "prefloop-packed": "prefloop, packed padding-free batch without prefix sharing (--no-share-prefix)",
+    "prefloop-padded": "prefloop with packing off (--no-packing): [2b, T] batch padded to the longest sequence",
+    "trl-liveref": "TRL DPOTrainer with its default live reference model (a second copy in memory, "
+    "one extra forward per step)",
+    "trl-pad128": "TRL DPOTrainer, precomputed reference, every sequence padded to max length "
+    "(pad_to_multiple_of=128)",
+    "prefloop-lora": "prefloop with LoRA (r=16, alpha=32); reference = adapter-disabled base",
+    "prefloop-pad128": "prefloop made to pad every sequence to max length (pad_batch wrapped by the benchmark)",
+}
+COMPARISONS = [
+    ("prefloop", "trl"),
+    ("prefloop-packed", "trl"),
+    ("prefloop-padded", "trl"),
+    ("prefloop", "prefloop-padded"),
+    ("prefloop-packed", "prefloop-padded"),
+    ("prefloop", "trl-liveref"),
+    ("prefloop-lora", "trl"),
+    ("prefloop-pad128", "trl-pad128"),
+]
 
 
 def _torch_dtype(torch, name: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run_trl(args, opts: dict, workdir: Path) -> dict:
     """Train with TRL's DPOTrainer; returns per-step times and losses."""
-    torch = _setup_torch(args.threads, args.seed)
+    torch = harness.setup_torch(args.threads, args.seed)
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     dtype = _torch_dtype(torch, args.dtype)
@@ -211,71 +133,30 @@ def run_trl(args, opts: dict, workdir: Path) -> dict:
         disable_tqdm=True,
         seed=args.seed,
     )
-
     marks: list[tuple[float, float]] = []
     losses: dict[int, float] = {}
-    mark = _marker(torch, args.device, marks)
-
-    class Timer(TrainerCallback):
-        """Wall-clock and CPU time between consecutive optimizer steps (the first from train begin)."""
-
-        def on_train_begin(self, *a, **k):
-            mark()
-
-        def on_step_end(self, *a, **k):
-            mark()
-
-        def on_log(self, _args, state, _control, logs=None, **k):
-            if logs and "loss" in logs:
-                losses[state.global_step] = float(logs["loss"])
-
+    mark = harness.marker(torch, args.device, marks)
     t0 = time.perf_counter()
     trainer = DPOTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[Timer()]
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[harness.trl_timer(mark, losses)],
     )
     setup_s = time.perf_counter() - t0
     trainer.train()
-    ds = trainer.train_dataset
-    tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in ds)
-    return {
-        **_step_deltas(marks),
-        "train_window": (marks[0][0], marks[-1][0]),
-        "losses": [losses.get(i + 1) for i in range(len(marks) - 1)],
-        "setup_s": setup_s,
-        "tokens_per_epoch": tokens,
-    }
-
-
-def _marker(torch, device: str, marks: list):
-    """A function that appends (wall time, process CPU time) to `marks`, after a CUDA sync."""
-
-    def mark():
-        if device == "cuda":
-            torch.cuda.synchronize()
-        marks.append((time.perf_counter(), time.process_time()))
-
-    return mark
-
-
-def _step_deltas(marks: list[tuple[float, float]]) -> dict:
-    """Per-step wall and CPU seconds from consecutive marks (train start, then each step end).
-
-    CPU time (all threads of the process) is reported next to wall time because the machine is
-    shared: other processes stretch wall time, much less the CPU time the step itself needs.
-    """
-    return {
-        "step_times_s": [b[0] - a[0] for a, b in itertools.pairwise(marks)],
-        "step_cpu_s": [b[1] - a[1] for a, b in itertools.pairwise(marks)],
-    }
+    return harness.timed_result(marks, [losses.get(i + 1) for i in range(len(marks) - 1)], setup_s=setup_s)
 
 
 def run_prefloop(args, opts: dict, workdir: Path) -> dict:
     """Train with prefloop's offline preference loop; returns per-step times and losses."""
-    _setup_torch(args.threads, args.seed)
+    torch = harness.setup_torch(args.threads, args.seed)
     from prefloop.train import preference
 
     if opts.get("pad_to_max", args.pad_to_max):
         _force_padding(args.max_length)
+    extra = {k: opts[k] for k in ("packing", "share_prefix") if k in opts}
     cfg = preference.PreferenceConfig(
         model=args.model,
         output_dir=str(workdir),
@@ -301,42 +182,14 @@ def run_prefloop(args, opts: dict, workdir: Path) -> dict:
         save_steps=0,
         eval_fraction=0.0,
         report_to_tensorboard="no",
+        **extra,
     )
     records = to_prefloop_records(make_pairs(args.pairs, args.seed))
     # Time steps exactly as for TRL: marks after setup (start_run) and after each optimizer step.
-    import torch
-
-    from prefloop.train.run import Run
-
     marks: list[tuple[float, float]] = []
-    mark = _marker(torch, args.device, marks)
-    start_run, step_done = preference.start_run, Run.step_done
-
-    def timed_start_run(*a, **k):
-        run = start_run(*a, **k)
-        mark()
-        return run
-
-    def timed_step_done(self, *a, **k):
-        step_done(self, *a, **k)
-        mark()
-
-    preference.start_run = timed_start_run
-    Run.step_done = timed_step_done
-    t0 = time.perf_counter()
+    harness.time_prefloop(harness.marker(torch, args.device, marks))
     preference.train(cfg, records)
-    total_s = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = sorted((r for r in rows if "step_time_s" in r), key=lambda r: r["step"])
-    deltas = _step_deltas(marks)
-    return {
-        **deltas,
-        "train_window": (marks[0][0], marks[-1][0]),
-        "own_step_time_s": [float(r["step_time_s"]) for r in rows],  # prefloop's metrics.jsonl
-        "losses": [float(r["loss"]) for r in rows],
-        "setup_s": total_s - sum(deltas["step_times_s"]),
-        "tokens_per_step": [r.get("tokens") for r in rows],
-    }
+    return harness.timed_result(marks, harness.prefloop_losses(workdir))
 
 
 def _force_padding(width: int) -> None:
@@ -355,224 +208,30 @@ def _force_padding(width: int) -> None:
     tokenize.pad_batch = padded
 
 
-class RssSampler:
-    """Samples this process's RSS every `interval` s in a thread, so the peak can be placed in a phase.
-
-    ru_maxrss gives only the peak of the whole process; the sampler tells whether it happens while
-    loading, precomputing the reference, training or saving.
-    """
-
-    def __init__(self, interval: float = 0.05):
-        import threading
-
-        import psutil
-
-        self.proc, self.interval = psutil.Process(), interval
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), self.proc.memory_info().rss / 2**20))
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def peak_between(self, start: float, end: float) -> float | None:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
-        return max(inside) if inside else None
-
-
-def child_main(args) -> None:
-    """Run one framework and write its measurements as JSON to args.json_out."""
-    framework, opts = RUNS[args.child]
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{args.child}-"))
-    fn = {"trl": run_trl, "prefloop": run_prefloop}[framework]
-    sampler = RssSampler()
-    out = fn(args, opts, workdir)
-    sampler.stop()
-    out["peak_rss_mb"] = peak_rss_mb()
-    # Peak while training (first to last step mark) vs the whole process (load, precompute, save).
-    train_start, train_end = out.pop("train_window")
-    out["peak_rss_train_mb"] = sampler.peak_between(train_start, train_end)
-    out["rss_before_train_mb"] = sampler.peak_between(0.0, train_start)
-    if args.device == "cuda":
-        import torch
-
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    Path(args.json_out).write_text(json.dumps(out))
-
-
-# ----------------------------------------------------------------------------------------------
-# Parent: run the children back to back, summarize, write results.
-# ----------------------------------------------------------------------------------------------
-
-
-def summarize(name: str, raw: dict, args) -> dict:
-    """Steady-state s/step (mean of steps 3..N), pairs/s and the step-1 loss of one run."""
-    times = raw["step_times_s"]
-    steady = times[2:] if len(times) > 2 else times
-    s_per_step = sum(steady) / len(steady)
-    cpu = raw.get("step_cpu_s") or []
-    cpu_steady = cpu[2:] if len(cpu) > 2 else cpu
-    row = {
-        "run": name,
-        "framework": RUNS[name][0],
-        "s_per_step": s_per_step,
-        "cpu_s_per_step": sum(cpu_steady) / len(cpu_steady) if cpu_steady else None,
-        "step_cpu_s": cpu,
-        "pairs_per_s": args.batch_size / s_per_step,
-        "peak_rss_mb": raw["peak_rss_mb"],
-        "step1_loss": raw["losses"][0] if raw["losses"] else None,
-        "steps": len(times),
-        "step_times_s": times,
-        "losses": raw["losses"],
-        "setup_s": raw.get("setup_s"),
+def per_step_work(args) -> dict:
+    """Mean pairs, unpadded tokens and useful FLOPs (policy forward + backward) of one step."""
+    encoded = harness.encode_pairs(
+        args.model, make_pairs(args.pairs, args.seed), args.max_length, args.max_prompt_length
+    )
+    shape = harness.model_shape(args.model, "causal")
+    seqs = [s for pair in encoded for s in pair]
+    n = len(encoded)
+    return {
+        "examples": args.batch_size,
+        "tokens": sum(len(s.input_ids) for s in seqs) / n * args.batch_size,
+        "flops": harness.train_flops(shape, seqs) / n * args.batch_size,
     }
-    for key in ("peak_cuda_mb", "peak_rss_train_mb", "rss_before_train_mb"):
-        if raw.get(key) is not None:
-            row[key] = raw[key]
-    return row
-
-
-def run_child(name: str, args) -> dict:
-    """Run one benchmark child and return its summarized row."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out_path = f.name
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--json-out", out_path]
-    cmd += child_flags(args)
-    env = dict(
-        os.environ,
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        OMP_NUM_THREADS=str(args.threads),
-        MKL_NUM_THREADS=str(args.threads),
-        TQDM_DISABLE="1",
-        PYTHONWARNINGS="ignore",
-    )
-    print(f"[bench] {name}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=not args.verbose, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or "")[-4000:] if not args.verbose else ""
-        raise SystemExit(f"[bench] {name} failed (exit {proc.returncode}):\n{tail}")
-    raw = json.loads(Path(out_path).read_text())
-    os.unlink(out_path)
-    row = summarize(name, raw, args)
-    row["wall_s"] = time.perf_counter() - t0
-    print(
-        f"[bench] {name}: {row['s_per_step']:.2f} s/step (CPU {row['cpu_s_per_step']:.2f} s), "
-        f"{row['pairs_per_s']:.2f} pairs/s, "
-        f"peak RSS {row['peak_rss_mb']:.0f} MiB (training steps {row.get('peak_rss_train_mb') or 0:.0f}, "
-        f"before training {row.get('rss_before_train_mb') or 0:.0f}), step-1 loss {row['step1_loss']:.4f}, "
-        f"steps {[round(t, 2) for t in row['step_times_s']]}",
-        flush=True,
-    )
-    return row
 
 
 def child_flags(args) -> list[str]:
     """The shared settings, passed on to a child."""
     return [
-        "--model",
-        args.model,
-        "--steps",
-        str(args.steps),
-        "--batch-size",
-        str(args.batch_size),
-        "--max-length",
-        str(args.max_length),
-        "--max-prompt-length",
-        str(args.max_prompt_length),
-        "--lr",
-        str(args.lr),
-        "--max-grad-norm",
-        str(args.max_grad_norm),
-        "--trl-optim",
-        args.trl_optim,
-        "--pairs",
-        str(args.pairs),
-        "--threads",
-        str(args.threads),
-        "--seed",
-        str(args.seed),
-        "--device",
-        args.device,
-        "--dtype",
-        args.dtype,
+        *("--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size)),
+        *("--max-length", str(args.max_length), "--max-prompt-length", str(args.max_prompt_length)),
+        *("--lr", str(args.lr), "--max-grad-norm", str(args.max_grad_norm), "--trl-optim", args.trl_optim),
+        *("--pairs", str(args.pairs), "--threads", str(args.threads), "--seed", str(args.seed)),
+        *("--device", args.device, "--dtype", args.dtype),
     ] + (["--pad-to-max"] if args.pad_to_max else [])
-
-
-def ratios(rows: dict[str, dict], ours: str, theirs: str) -> dict:
-    """prefloop/TRL throughput and memory ratios between two runs."""
-    a, b = rows[ours], rows[theirs]
-    out = {
-        "ours": ours,
-        "theirs": theirs,
-        "throughput_ratio": a["pairs_per_s"] / b["pairs_per_s"],
-        "memory_ratio": a["peak_rss_mb"] / b["peak_rss_mb"],
-    }
-    if a.get("cpu_s_per_step") and b.get("cpu_s_per_step"):
-        out["cpu_time_ratio"] = b["cpu_s_per_step"] / a["cpu_s_per_step"]
-    if "peak_cuda_mb" in a and "peak_cuda_mb" in b:
-        out["cuda_memory_ratio"] = a["peak_cuda_mb"] / b["peak_cuda_mb"]
-    return out
-
-
-def markdown(result: dict) -> str:
-    """The results as a Markdown table plus the ratios."""
-    s = result["settings"]
-    lines = [
-        f"DPO on {s['model_name']}, {s['pairs']} pairs, batch {s['batch_size']}, max length {s['max_length']}, "
-        f"{s['dtype']} on {s['device']} ({s['threads']} torch threads), {s['steps']} steps; "
-        f"steady state = mean of steps 3..{s['steps']}.",
-        "",
-        "| run | s/step (wall) | CPU s/step | pairs/s | peak RSS (MiB) | peak RSS in steps (MiB) |"
-        + (" peak CUDA (MiB) |" if s["device"] == "cuda" else "")
-        + " step-1 loss |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |"
-        + (" ---: |" if s["device"] == "cuda" else "")
-        + " ---: |",
-    ]
-    for row in result["rows"]:
-        cuda = f" {row['peak_cuda_mb']:.0f} |" if s["device"] == "cuda" else ""
-        cpu = f"{row['cpu_s_per_step']:.2f}" if row.get("cpu_s_per_step") is not None else "-"
-        in_steps = f"{row['peak_rss_train_mb']:.0f}" if row.get("peak_rss_train_mb") else "-"
-        lines.append(
-            f"| {row['run']} | {row['s_per_step']:.2f} | {cpu} | {row['pairs_per_s']:.2f} | "
-            f"{row['peak_rss_mb']:.0f} | {in_steps} |{cuda} {row['step1_loss']:.4f} |"
-        )
-    lines.append("")
-    for r in result["ratios"]:
-        extra = f", CUDA memory ×{r['cuda_memory_ratio']:.2f}" if "cuda_memory_ratio" in r else ""
-        if "cpu_time_ratio" in r:
-            extra = f", CPU-time throughput ×{r['cpu_time_ratio']:.2f}" + extra
-        lines.append(
-            f"- {r['ours']} / {r['theirs']}: throughput ×{r['throughput_ratio']:.2f}, "
-            f"peak RSS ×{r['memory_ratio']:.2f}{extra}"
-        )
-    lines.append("")
-    lines.append("Run descriptions:")
-    for name, text in result["descriptions"].items():
-        lines.append(f"- `{name}`: {text}")
-    return "\n".join(lines) + "\n"
-
-
-DESCRIPTIONS = {
-    "trl": "TRL DPOTrainer, reference log-probs precomputed (precompute_ref_log_probs=True), pad to longest in batch",
-    "trl-liveref": "TRL DPOTrainer with its default live reference model (a second copy in memory, "
-    "one extra forward per step)",
-    "trl-pad128": "TRL DPOTrainer, precomputed reference, every sequence padded to max length "
-    "(pad_to_multiple_of=128)",
-    "prefloop": "prefloop preference loop (dpo), full fine-tuning, reference precomputed (its default)",
-    "prefloop-lora": "prefloop with LoRA (r=16, alpha=32); reference = adapter-disabled base",
-    "prefloop-pad128": "prefloop made to pad every sequence to max length (pad_batch wrapped by the benchmark)",
-}
 
 
 def parse(argv=None):
@@ -617,69 +276,54 @@ def main(argv=None) -> None:
 
         args.model = str(default_model_dir())
     if args.child:
-        child_main(args)
+        framework, opts = RUNS[args.child]
+        harness.child_main({"trl": run_trl, "prefloop": run_prefloop}[framework], args, opts, args.child)
         return
     if args.random_weights:
         args.model = str(random_init_copy(args.model, args.seed))
-    for name in args.runs:
-        if name not in RUNS:
-            raise SystemExit(f"unknown run {name!r}; choose from {list(RUNS)}")
+    unknown = [n for n in args.runs if n not in RUNS]
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {list(RUNS)}")
+    peak = harness.matmul_peak_gflops(args.threads)
+    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak:.0f} GFLOP/s", flush=True)
+    work = per_step_work(args)
     rows: dict[str, dict] = {}
     for name in args.runs:  # results are rewritten after every run, so a cut-short invocation keeps its rows
-        rows[name] = run_child(name, args)
-        report(rows, args)
+        raw = harness.run_child(__file__, name, child_flags(args), args.threads, args.verbose)
+        rows[name] = harness.summarize(name, RUNS[name][0], raw, work, peak)
+        report(rows, args, peak)
     bad = [n for n, r in rows.items() if abs(r["step1_loss"] - LN2) > 2e-3]
     if bad:
         raise SystemExit(f"[bench] step-1 loss differs from ln 2 = {LN2:.5f} in: {bad}")
 
 
-COMPARISONS = [
-    ("prefloop", "trl"),
-    ("prefloop", "trl-liveref"),
-    ("prefloop-lora", "trl"),
-    ("prefloop-pad128", "trl-pad128"),
-    ("prefloop", "prefloop-pad128"),
-]
-
-
-def report(rows: dict[str, dict], args) -> None:
+def report(rows: dict[str, dict], args, peak: float) -> None:
     """Print the table and (unless --no-write) write results/dpo_<tag>.json and .md."""
+    ratios = [q for a, b in COMPARISONS if (q := harness.ratio(rows, a, b))]
+    title = (
+        f"DPO on {Path(args.model).name}, {args.pairs} pairs, batch {args.batch_size} pairs, max length "
+        f"{args.max_length}, {args.dtype} on {args.device} ({args.threads} torch threads), {args.steps} steps; "
+        f"steady state = mean of steps 3..{args.steps}; examples = pairs."
+    )
+    text = harness.markdown(title, rows, ratios, DESCRIPTIONS, peak)
+    print(text, flush=True)
     result = {
         "settings": {
-            "model": args.model,
+            **{k: v for k, v in vars(args).items() if k not in ("child", "json_out")},
             "model_name": Path(args.model).name,
-            "pairs": args.pairs,
-            "batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "max_prompt_length": args.max_prompt_length,
-            "steps": args.steps,
-            "lr": args.lr,
             "beta": 0.1,
             "loss": "sigmoid DPO",
-            "max_grad_norm": args.max_grad_norm,
-            "trl_optim": args.trl_optim,
-            "threads": args.threads,
-            "device": args.device,
-            "dtype": args.dtype,
-            "pad_to_max": args.pad_to_max,
-            "seed": args.seed,
-            "random_weights": args.random_weights,
+            "peak_gflops": peak,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": versions(),
+            "versions": harness.versions(),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         },
         "rows": list(rows.values()),
-        "ratios": [ratios(rows, a, b) for a, b in COMPARISONS if a in rows and b in rows],
+        "ratios": ratios,
         "descriptions": {k: v for k, v in DESCRIPTIONS.items() if k in rows},
     }
-    text = markdown(result)
-    print(text, flush=True)
     if not args.no_write:
-        results = Path(args.results_dir)
-        results.mkdir(parents=True, exist_ok=True)
-        (results / f"dpo_{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (results / f"dpo_{args.tag}.md").write_text(text)
-        print(f"[bench] wrote {results / f'dpo_{args.tag}.json'} and .md", flush=True)
+        harness.write_results(args.results_dir, f"dpo_{args.tag}", result, text)
 
 
 def random_init_copy(model_dir: str, seed: int) -> Path:
@@ -705,19 +349,6 @@ def random_init_copy(model_dir: str, seed: int) -> Path:
         ):
             shutil.copy(f, dst / f.name)
     return dst
-
-
-def versions() -> dict:
-    """Versions of the libraries that matter for the numbers."""
-    import importlib.metadata as md
-
-    out = {}
-    for dist in ("torch", "transformers", "trl", "peft", "accelerate", "prefloop"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 if __name__ == "__main__":

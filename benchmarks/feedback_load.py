@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/feedback_load.py --clients 20 --judgments 50
     .venv/bin/python benchmarks/feedback_load.py --db postgresql://postgres@127.0.0.1:5432/bench
+    .venv/bin/python benchmarks/feedback_load.py --profile runs/feedback-profile   # + py-spy of the server
 
 Starts `prefloop serve` in a subprocess on a free loopback port (SQLite in a temporary directory
 unless --db is given; a PostgreSQL database given with --db should be empty or disposable),
@@ -9,6 +10,11 @@ creates a campaign with clients x judgments / overlap items, then runs one threa
 doing GET /next + POST /submit until its tasks are done. Reports submitted judgments per second
 and p50 / p99 latency of the submit and next requests, and checks that the database holds
 exactly one row per acknowledged judgment.
+
+--profile DIR attaches py-spy (pip install py-spy) to the server for the load phase and writes
+its folded stacks (DIR/<db>.folded) and a summary (DIR/<db>.txt): the share of samples spent
+in each layer (HTTP stack, auth, validation, ORM, SQLite / PostgreSQL driver, commit) and the
+functions with the most samples.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -80,7 +87,59 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))] if values else float("nan")
 
 
-def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, workers: int = 1) -> dict:
+LAYERS = [  # first match wins, tested on each stack from the innermost frame outwards
+    ("commit (fsync)", ("commit (sqlite3", "_do_commit", "do_commit")),
+    ("database driver", ("sqlite3", "psycopg", "cursor.py")),
+    ("password / token hashing", ("scrypt", "hash_token", "hmac")),
+    ("JSON encode / decode", ("json/", "jsonable_encoder", "serialize_response")),
+    ("pydantic validation", ("pydantic",)),
+    ("SQLAlchemy", ("sqlalchemy",)),
+    ("thread hand-off / waiting", ("threading.py", "to_thread", "anyio", "queue.py")),
+    (
+        "HTTP stack (uvicorn, starlette, fastapi)",
+        ("uvicorn", "h11", "httptools", "starlette", "fastapi", "asyncio"),
+    ),
+]
+
+
+def summarize_profile(folded: Path) -> str:
+    """Per-layer shares and the top functions of a py-spy folded-stack file."""
+    from collections import Counter
+
+    layers: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        leaves[frames[-1]] += n
+        for frame in reversed(frames):
+            layer = next((name for name, keys in LAYERS if any(k in frame for k in keys)), None)
+            if layer:
+                layers[layer] += n
+                break
+        else:
+            layers["other (app code, idle)"] += n
+    lines = [f"{total} samples"]
+    lines += [f"{100 * n / max(total, 1):5.1f}%  {name}" for name, n in layers.most_common()]
+    lines += ["", "top functions (self):"]
+    lines += [f"{100 * n / max(total, 1):5.1f}%  {f}" for f, n in leaves.most_common(15)]
+    return "\n".join(lines)
+
+
+def run(
+    db_url: str | None,
+    clients: int,
+    judgments: int,
+    overlap: int,
+    k: int,
+    workers: int = 1,
+    profile: Path | None = None,
+) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="prefloop-load-"))
     db_url = db_url or f"sqlite:///{workdir / 'load.db'}"
     password = "load-test-password"
@@ -140,12 +199,39 @@ def run(db_url: str | None, clients: int, judgments: int, overlap: int, k: int, 
                 acked.extend(mine_ids)
 
         threads = [threading.Thread(target=client, args=(t,)) for t in tokens]
+        spy = None
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            folded = profile / f"{db_url.split(':', 1)[0]}.folded"
+            spy = subprocess.Popen(
+                [
+                    shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--subprocesses",
+                    "--idle",
+                    "--output",
+                    str(folded),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # let py-spy attach
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - start
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            spy.wait(60)
+            (profile / folded.with_suffix(".txt").name).write_text(summarize_profile(folded) + "\n")
         stored = admin.get(f"/api/campaigns/{cid}/judgments").json()
         assert len(stored) == len(acked) == len(set(acked)), (len(stored), len(acked))
         return {
@@ -178,12 +264,13 @@ def main() -> None:
     p.add_argument(
         "--db", action="append", default=[], help="database URL (repeat for several); default SQLite"
     )
+    p.add_argument("--profile", type=Path, default=None, help="directory for py-spy profiles of the server")
     args = p.parse_args()
     for db in args.db or [None]:
-        print(
-            json.dumps(run(db, args.clients, args.judgments, args.overlap, args.responses, args.workers)),
-            flush=True,
+        result = run(
+            db, args.clients, args.judgments, args.overlap, args.responses, args.workers, args.profile
         )
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),
     "campaign": ("prefloop.feedback.cli", "create campaigns, annotators and exports from the shell"),
+    "label": ("prefloop.label", "label a feedback campaign with an AI judge or a simulated annotator"),
+    "judge-report": (
+        "prefloop.judge_report",
+        "measure an AI judge: agreement with gold and simulated annotators",
+    ),
+    "constitutional": (
+        "prefloop.constitutional",
+        "constitutional AI: 'sl' (critique, revise, SFT) or 'rl' (AI labels, PM, DPO)",
+    ),
+    "serve-judge": (
+        "prefloop.teachers.serve",
+        "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",
+    ),
 }
 
 

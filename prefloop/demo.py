@@ -6,7 +6,7 @@ Phases (each timed and printed):
   2. before   sample `eval_samples` replies per held-out prompt from the start model;
   3. sample   K replies per training prompt from the start model;
   4. annotate a simulated annotator ranks each prompt's K replies: Plackett–Luce noise
-              over the gold score (`prefloop.feedback.teachers.SimulatedAnnotator`), so it
+              over the gold score (`prefloop.teachers.simulated.SimulatedAnnotator`), so it
               is sometimes wrong; its agreement with the noiseless gold is reported;
   5. reward   a reward model is trained on those rankings (`prefloop.train.reward_model`);
               its accuracy is measured on the held-out prompts' samples against the gold
@@ -63,6 +63,12 @@ class DemoConfig:
     """Samples per held-out prompt, before and after training."""
     gen_batch_size: int = 64
     """Sequences per generate() call."""
+    teacher: Literal["sim", "ai"] = "sim"
+    """Who ranks the replies: 'sim' (the simulated annotator over the hidden gold) or 'ai' (an AI judge, --judge)."""
+    judge: str = "default"
+    """AI judge for --teacher ai: 'default' (embedded SmolLM2-135M-Instruct), 'tiny', a path or an OpenAI-compatible URL."""
+    judge_cache: str = "judge_cache.sqlite"
+    """SQLite cache of the AI judge's answers, relative to output_dir ('' = none); reruns cost nothing."""
     annotator_noise: float = 0.25
     """Annotator temperature τ in gold-score units: P(a ≻ b) = σ((g_a − g_b)/τ); 0 = noiseless."""
     max_words: int = 60
@@ -200,6 +206,26 @@ def _rm_accuracy_vs_gold(rm_scores: list[float], gold: list[float], group: int) 
     return correct / total if total else float("nan")
 
 
+def _ai_rankings(cfg: DemoConfig, out: Path, gold, prompts, responses):
+    """Rank each prompt's replies with an AI judge (Copeland over both-order pairs); the gold
+    scores go into meta for auditing only. Returns (records, the judge's summary)."""
+    from prefloop.data.records import RankedResponses
+    from prefloop.teachers.judge import AIJudge, make_backend
+
+    judge = AIJudge(
+        make_backend(cfg.judge, device="cpu" if cfg.device == "auto" else cfg.device),
+        cache=(out / cfg.judge_cache) if cfg.judge_cache else None,
+    )
+    records = []
+    for i, (prompt, rs) in enumerate(zip(prompts, responses), start=1):
+        ranks = judge.rank(prompt, rs)
+        g = [float(x) for x in gold([prompt] * len(rs), rs)]
+        records.append(RankedResponses(prompt, list(rs), ranks, meta={"gold": g}))
+        if i % 10 == 0 or i == len(prompts):
+            print(f"    judged {i}/{len(prompts)} prompts", flush=True)
+    return records, judge.summary()
+
+
 # --------------------------------------------------------------------------- the job
 
 
@@ -213,11 +239,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     from prefloop.data.records import RankedResponses, record_to_dict
     from prefloop.eval.metrics import gold_score, kl_to_reference, mean_and_stderr
     from prefloop.eval.report import write_report
-    from prefloop.feedback.teachers import SimulatedAnnotator, gold_agreement
     from prefloop.generation.hf import HFGenerator
     from prefloop.models.load import load_causal_lm, load_tokenizer
     from prefloop.rewards.gold import SentimentGold
     from prefloop.tasks import split_prompts, task_prompts
+    from prefloop.teachers.simulated import SimulatedAnnotator, gold_agreement
     from prefloop.train import preference, reward_model
     from prefloop.train.checkpoint import set_seed
     from prefloop.train.logs import read_metrics
@@ -263,13 +289,21 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         samples = generator(start_model).generate_grouped(train_prompts, cfg.k, seed=cfg.seed)
         responses = [[c.text for c in cs] for cs in samples]
 
-    with phases.phase(
-        "annotate", f"simulated annotator ranks each prompt's replies (noise τ={cfg.annotator_noise})"
-    ):
-        annotator = SimulatedAnnotator(gold, temperature=cfg.annotator_noise, seed=cfg.seed)
-        audited = annotator.rank_all(train_prompts, responses)
+    who = (
+        f"AI judge '{cfg.judge}' ranks each prompt's replies (pairs in both orders)"
+        if cfg.teacher == "ai"
+        else f"simulated annotator ranks each prompt's replies (noise τ={cfg.annotator_noise})"
+    )
+    with phases.phase("annotate", who):
+        judge_summary = None
+        if cfg.teacher == "ai":
+            audited, judge_summary = _ai_rankings(cfg, out, gold, train_prompts, responses)
+            expected = float("nan")
+        else:
+            annotator = SimulatedAnnotator(gold, temperature=cfg.annotator_noise, seed=cfg.seed)
+            audited = annotator.rank_all(train_prompts, responses)
+            expected = annotator.expected_agreement([r.meta["gold"] for r in audited])
         agreement = gold_agreement(audited)
-        expected = annotator.expected_agreement([r.meta["gold"] for r in audited])
         # What training sees: prompts, replies and the annotator's ranks -- no gold scores.
         rankings = [RankedResponses(r.prompt, r.responses, r.ranks) for r in audited]
         _write_jsonl(out / "preferences.jsonl", (record_to_dict(r) for r in rankings))
@@ -381,9 +415,11 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 ),
             },
             "annotator": {
-                "noise": cfg.annotator_noise,
+                "teacher": cfg.teacher,
+                "noise": cfg.annotator_noise if cfg.teacher == "sim" else None,
                 "agreement": agreement,
                 "expected_agreement": expected,
+                **({"judge": judge_summary} if judge_summary is not None else {}),
             },
             "dpo": {
                 "path": str(policy_path),

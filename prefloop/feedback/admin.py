@@ -25,11 +25,13 @@ from typing import Any
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from prefloop.feedback import assignment as assign_mod
+from prefloop.feedback import auth
 from prefloop.feedback.app import (
+    Id,
     campaign_summary,
     get_campaign,
     insert_items,
@@ -99,7 +101,7 @@ def _parse_annotators(raw: str | None) -> list[str]:
 
 
 def _user(s: Session, name: str) -> User:
-    user = s.scalars(select(User).where(User.name == name)).first()
+    user = auth.find_user(s, name)
     if user is None:
         raise HTTPException(404, f"user {name!r} not found")
     return user
@@ -140,7 +142,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
 
     @app.post("/api/campaigns/{cid}/items/upload", tags=["admin"])
     def add_items_from_files(
-        cid: int,
+        cid: Id,
         admin: AdminUser,
         files: list[UploadFile] = File(..., description="items files: .jsonl, .json or .parquet"),
     ) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
             return {"created": len(ids), "item_ids": ids, "tasks_created": tasks}
 
     @app.patch("/api/campaigns/{cid}", tags=["admin"])
-    def edit_campaign(cid: int, body: CampaignPatch, admin: AdminUser) -> dict[str, Any]:
+    def edit_campaign(cid: Id, body: CampaignPatch, admin: AdminUser) -> dict[str, Any]:
         """Change a campaign's settings; raising the overlap hands out the extra tasks at once.
 
         Lowering the overlap withdraws nothing already handed out; feedback types apply to the
@@ -173,7 +175,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
             return campaign_summary(s, c, admin)
 
     @app.get("/api/campaigns/{cid}/annotators", tags=["admin"])
-    def list_annotators(cid: int, admin: AdminUser) -> list[dict[str, Any]]:
+    def list_annotators(cid: Id, admin: AdminUser) -> list[dict[str, Any]]:
         """The campaign's annotators with their task counts and number of live tokens."""
         with store.read() as s:
             get_campaign(s, cid, admin)
@@ -197,31 +199,3 @@ def add_routes(app: FastAPI, store: Store) -> None:
                     }
                 )
             return out
-
-    @app.get("/api/users/{name}/tokens", tags=["admin"])
-    def list_tokens(name: str, _admin: AdminUser) -> list[dict[str, Any]]:
-        """A user's tokens: ids and creation times (the tokens themselves are never stored)."""
-        with store.read() as s:
-            user = _user(s, name)
-            tokens = s.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
-            return [token_view(t) for t in tokens]
-
-    @app.delete("/api/users/{name}/tokens/{token_id}", tags=["admin"])
-    def revoke_token(name: str, token_id: int, _admin: AdminUser) -> dict[str, Any]:
-        """Revoke one token: the next request made with it answers 401."""
-        with store.write() as s:
-            user = _user(s, name)
-            n = s.execute(
-                delete(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id)
-            ).rowcount
-            if not n:
-                raise HTTPException(404, f"token {token_id} of user {name!r} not found")
-            return {"name": name, "revoked": n}
-
-    @app.delete("/api/users/{name}/tokens", tags=["admin"])
-    def revoke_all_tokens(name: str, _admin: AdminUser) -> dict[str, Any]:
-        """Revoke every token of a user (they can log in again with their password, if they have one)."""
-        with store.write() as s:
-            user = _user(s, name)
-            n = s.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount
-            return {"name": name, "revoked": n}

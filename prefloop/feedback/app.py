@@ -9,27 +9,44 @@ Access rules
 - an annotator asking for a campaign they are not in, or a task that is not theirs -> 404
   (the same answer as for one that does not exist, so ids leak nothing).
 
-Anonymous campaigns hide model names in /next (and shuffle the display order of responses per
-task, so position does not hint at the model); the submit response reveals them.
-Submissions carry an idempotency key, unique per annotator: a retry returns the first result
-with duplicate=true and stores nothing.
+Annotators never see database response ids: each task shows its responses under opaque ids
+(`TaskIds`: an HMAC of the task and response under a per-database secret), so neither their
+order nor their value says which model or file a response came from; the server maps them
+back on submit, and stores and exports real ids. Responses of one item with the same text are
+shown once (one opaque id for all the copies; a judgment of it counts for every copy).
+Anonymous campaigns also hide model names in /next and shuffle the display order per task (by
+the same secret); the submit response reveals them.
+Submissions carry an idempotency key, unique per annotator: a retry with the same body returns
+the first result with duplicate=true and stores nothing; the same key with a different body is
+a 409.
+
+The guard (`guard_middleware`, outermost) runs before FastAPI reads anything: an API request
+with a body is authenticated from its headers first (401 without reading the body), bodies are
+capped (413; `ServerSettings.max_body_mb`), and every response gets the security headers
+(Content-Security-Policy, frame protection). /docs serves Swagger UI from the
+`swagger-ui-bundle` package's files (no CDN).
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Annotated, Any
 
+import anyio
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +55,7 @@ from prefloop.feedback import auth, export
 from prefloop.feedback.auth import AdminUser, CurrentUser, Principal
 from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import (
+    INT64_MAX,
     AnnotatorsIn,
     CampaignIn,
     ItemsIn,
@@ -56,6 +74,7 @@ from prefloop.feedback.store import (
     Store,
     User,
     campaign_judgments,
+    server_setting,
     upgrade,
     utcnow,
 )
@@ -78,6 +97,129 @@ PAGES = {
 }
 
 
+Id = Annotated[int, PathParam(ge=1, le=INT64_MAX, description="a positive 64-bit id")]
+Seed = Annotated[int, Query(ge=0, le=2**32 - 1, description="bootstrap seed, 0..2^32-1")]
+Bootstraps = Annotated[int, Query(ge=0, le=10_000)]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What an operator tunes (`prefloop serve` flags of the same names)."""
+
+    token_ttl_hours: float = 720.0
+    """Tokens stop working this long after they were issued (0 = never)."""
+    max_body_mb: float = 32.0
+    """Largest request body accepted (413 above it); logins are capped at 64 KiB."""
+    login_max_failures: int = 5
+    """Failed logins for one user name within `login_window_s` before it is locked."""
+    login_address_max_failures: int = 50
+    """Failed logins from one client address within `login_window_s` before it is locked."""
+    login_window_s: float = 900.0
+    """Window of the failure counts (seconds)."""
+    login_lockout_s: float = 900.0
+    """How long a locked name or address answers 429 (seconds)."""
+
+    @property
+    def token_ttl(self) -> dt.timedelta | None:
+        return dt.timedelta(hours=self.token_ttl_hours) if self.token_ttl_hours > 0 else None
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+
+LOGIN_BODY_LIMIT = 64 * 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Opaque response ids
+
+
+@dataclass
+class Shown:
+    """One task as its annotator sees it: opaque ids in display order, copies merged.
+
+    `real[shown_id]` lists the database ids of the responses shown under `shown_id` (more than
+    one when responses of the item have the same text)."""
+
+    ids: list[int]
+    text: dict[int, str]
+    model: dict[int, str | None]
+    real: dict[int, list[int]] = field(default_factory=dict)
+
+    def display_of(self) -> dict[int, int]:
+        return {r: d for d, reals in self.real.items() for r in reals}
+
+
+class TaskIds:
+    """Opaque per-task response ids: 9-digit numbers from HMAC-SHA256(secret, "task:response")."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = secret.encode()
+
+    def _mac(self, task_id: int, response_id: int) -> int:
+        msg = f"{task_id}:{response_id}".encode()
+        return int.from_bytes(hmac.new(self._key, msg, hashlib.sha256).digest()[:8], "big")
+
+    def shown(self, task_id: int, item: ItemView, shuffle: bool) -> Shown:
+        groups: dict[str, list[SimpleNamespace]] = {}
+        for r in item.responses:  # position order; the first copy of a text stands for all
+            groups.setdefault(r.text, []).append(r)
+        out = Shown([], {}, {})
+        for copies in groups.values():
+            shown_id = 100_000_000 + self._mac(task_id, copies[0].id) % 900_000_000
+            while shown_id in out.real:  # a collision in 9 digits: take the next free number
+                shown_id += 1
+            out.ids.append(shown_id)
+            out.real[shown_id] = [r.id for r in copies]
+            out.text[shown_id] = copies[0].text
+            models = list(dict.fromkeys(r.model for r in copies if r.model))
+            out.model[shown_id] = ", ".join(models) if models else None
+        if shuffle:
+            out.ids.sort(key=lambda d: self._mac(task_id, -d))
+        return out
+
+
+def payload_to_real(payload: dict[str, Any], shown: Shown) -> dict[str, Any]:
+    """A submission in shown ids -> the stored payload in database ids (copies get the same answer)."""
+    real = shown.real
+    out = dict(payload)
+    if "pairwise" in out:
+        out["pairwise"] = {
+            **out["pairwise"],
+            "a": real[out["pairwise"]["a"]][0],
+            "b": real[out["pairwise"]["b"]][0],
+        }
+    if "ranking" in out:
+        out["ranking"] = [[r for d in group for r in real[d]] for group in out["ranking"]]
+    for key in ("ratings", "thumbs"):
+        if key in out:
+            out[key] = {str(r): v for d, v in out[key].items() for r in real[int(d)]}
+    if "edit" in out:
+        out["edit"] = {**out["edit"], "response_id": real[out["edit"]["response_id"]][0]}
+    return out
+
+
+def payload_to_shown(payload: dict[str, Any], shown: Shown) -> dict[str, Any]:
+    """A stored payload -> the same answer in the task's shown ids (for undo's pre-fill)."""
+    disp = shown.display_of()
+    out = dict(payload)
+    if "pairwise" in out:
+        out["pairwise"] = {
+            **out["pairwise"],
+            "a": disp[out["pairwise"]["a"]],
+            "b": disp[out["pairwise"]["b"]],
+        }
+    if "ranking" in out:
+        out["ranking"] = [list(dict.fromkeys(disp[r] for r in group)) for group in out["ranking"]]
+    for key in ("ratings", "thumbs"):
+        if key in out:
+            out[key] = {str(disp[int(r)]): v for r, v in out[key].items()}
+    if "edit" in out:
+        out["edit"] = {**out["edit"], "response_id": disp[out["edit"]["response_id"]]}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Views: rows -> JSON
 
@@ -91,6 +233,7 @@ def campaign_view(c: Campaign) -> dict[str, Any]:
         "anonymous": c.anonymous,
         "rating_scale": [c.rating_lo, c.rating_hi],
         "instructions": c.instructions,
+        "instructions_html": render_markdown(c.instructions),
         "created_at": c.created_at.isoformat() + "Z",
     }
 
@@ -104,20 +247,19 @@ def prompt_html(prompt: Any) -> list[dict[str, Any]]:
     return [{"role": None, "html": render_markdown(str(prompt))}]
 
 
-def task_view(c: Campaign, a: Assignment, item: ItemView) -> dict[str, Any]:
-    """A task for its annotator; `*_html` fields are Markdown rendered to sanitized HTML
-    (`rendering.render_markdown`), the raw texts stay for editing."""
+def task_view(c: Campaign, a: Assignment, item: ItemView, ids: TaskIds) -> dict[str, Any]:
+    """A task for its annotator, responses under opaque ids (`TaskIds`); `*_html` fields are
+    Markdown rendered to sanitized HTML (`rendering.render_markdown`), the raw texts stay for editing."""
+    shown = ids.shown(a.id, item, shuffle=c.anonymous)  # deterministic: reloads look the same
     responses = [
         {
-            "id": r.id,
-            "text": r.text,
-            "html": render_markdown(r.text),
-            "model": None if c.anonymous else r.model,
+            "id": d,
+            "text": shown.text[d],
+            "html": render_markdown(shown.text[d]),
+            "model": None if c.anonymous else shown.model[d],
         }
-        for r in item.responses
+        for d in shown.ids
     ]
-    if c.anonymous:
-        random.Random(a.id).shuffle(responses)  # deterministic per task: reloads show the same order
     return {
         "task_id": a.id,
         "item_id": item.id,
@@ -199,14 +341,14 @@ def load_item(session: Session, item_id: int) -> ItemView:
     return ItemView(item_id, prompt, [SimpleNamespace(id=r.id, text=r.text, model=r.model) for r in rows])
 
 
-def next_task(session: Session, c: Campaign, user: Principal) -> dict[str, Any] | None:
+def next_task(session: Session, c: Campaign, user: Principal, ids: TaskIds) -> dict[str, Any] | None:
     a = session.scalars(
         select(Assignment)
         .where(Assignment.campaign_id == c.id, Assignment.user_id == user.id, Assignment.status == "pending")
         .order_by(Assignment.id)
         .limit(1)
     ).first()
-    return None if a is None else task_view(c, a, load_item(session, a.item_id))
+    return None if a is None else task_view(c, a, load_item(session, a.item_id), ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,11 +364,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(db_url: str = "sqlite:///feedback.db", *, migrate: bool = True) -> FastAPI:
+def create_app(
+    db_url: str = "sqlite:///feedback.db", *, migrate: bool = True, settings: ServerSettings | None = None
+) -> FastAPI:
     """The FastAPI app over the database at `db_url` (migrated to the latest schema unless told not to)."""
     if migrate:
         upgrade(db_url)
     store = Store(db_url)
+    settings = settings or ServerSettings()
+    with store.read() as s:
+        task_ids = TaskIds(server_setting(s, "response_id_key"))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -237,26 +384,154 @@ def create_app(db_url: str = "sqlite:///feedback.db", *, migrate: bool = True) -
         title="prefloop feedback server",
         version="1",
         description="Collect human feedback on model responses; export it as training data. "
-        "Authenticate with 'Authorization: Bearer <token>' (POST /api/login gives one).",
+        "Authenticate with 'Authorization: Bearer <token>' (POST /api/login gives one; "
+        "use the Authorize button here).",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.store = store
+    app.state.settings = settings
+    app.state.task_ids = task_ids
+    app.state.login_limiter = auth.LoginLimiter(
+        settings.login_max_failures, settings.login_window_s, settings.login_lockout_s
+    )
+    app.state.address_limiter = auth.LoginLimiter(
+        settings.login_address_max_failures, settings.login_window_s, settings.login_lockout_s
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
-    _api_routes(app, store)
+    _api_routes(app, store, task_ids)
     from prefloop.feedback import admin, review  # they build on this module's helpers
 
     admin.add_routes(app, store)
     review.add_routes(app, store)
     _page_routes(app)
+    app.add_middleware(GuardMiddleware)
     return app
 
 
-def _api_routes(app: FastAPI, store: Store) -> None:
+# ---------------------------------------------------------------------------------------------
+# The guard: authentication before the body, body size, security headers
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+SECURITY_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_UNAUTHENTICATED_POSTS = ("/api/login",)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Pure ASGI (runs before FastAPI touches the request). For /api requests that carry a body:
+    authenticates from the headers (401 without reading a byte of the body), refuses bodies over
+    the limit (413, from Content-Length or while reading a chunked body), then hands the body on.
+    Adds the security headers to every response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        csp = (DOCS_CSP if path == "/docs" else CSP).encode()
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] not in (b"content-security-policy",)]
+                message["headers"] = headers + [(b"content-security-policy", csp), *SECURITY_HEADERS]
+            await send(message)
+
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and path.startswith("/api/"):
+            app = scope["app"]
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            if path not in _UNAUTHENTICATED_POSTS:
+                user, why = await anyio.to_thread.run_sync(
+                    auth.authenticate, app, headers.get("authorization")
+                )
+                if user is None:
+                    await _json_error(send_with_headers, 401, why, [(b"www-authenticate", b"Bearer")])
+                    return
+                scope.setdefault("state", {})["principal"] = user
+            limit = LOGIN_BODY_LIMIT if path in _UNAUTHENTICATED_POSTS else app.state.settings.max_body_bytes
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await _json_error(send_with_headers, 413, _too_large(limit))
+                return
+            try:
+                body = await _read_body(receive, limit)
+            except BodyTooLarge:
+                await _json_error(send_with_headers, 413, _too_large(limit))
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send_with_headers)
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"request body too large: the limit is {limit} bytes "
+        "(split the upload, or raise `prefloop serve --max-body-mb`)"
+    )
+
+
+async def _json_error(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    if status == 413:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect like the server would
+
+    return replay
+
+
+def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
     @app.get("/api/health", tags=["meta"])
     def health() -> dict[str, Any]:
         with store.read() as s:
@@ -265,22 +540,36 @@ def _api_routes(app: FastAPI, store: Store) -> None:
 
     # -- accounts ----------------------------------------------------------------------------
     @app.post("/api/login", tags=["auth"])
-    def login(body: LoginIn) -> dict[str, Any]:
+    def login(body: LoginIn, request: Request) -> dict[str, Any]:
+        """A new token for name + password. Failed logins are counted per user name and per
+        client address: too many within the window answer 429 (with Retry-After) for a while."""
+        keys = ["name:" + body.name.lower(), "addr:" + (request.client.host if request.client else "?")]
+        names, addresses = app.state.login_limiter, app.state.address_limiter
+        wait = max(names.retry_after(keys[:1]), addresses.retry_after(keys[1:]))
+        if wait > 0:
+            raise HTTPException(
+                429,
+                f"too many failed logins for this name or address; try again in {wait:.0f} s",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
         # The (deliberately slow) password check runs outside the write transaction, so a login
         # never holds SQLite's write lock while hashing.
         with store.read() as s:
             user = auth.login(s, body.name, body.password)
             if user is None:
+                names.failed(keys[:1])
+                addresses.failed(keys[1:])
                 raise HTTPException(401, "wrong name or password")
             s.expunge(user)
+        names.succeeded(keys[0])
         with store.write() as s:
             token = auth.issue_token(s, user)
         return {"token": token, "name": user.name, "role": user.role}
 
     @app.post("/api/logout", tags=["auth"])
     def logout(request: Request, _user: CurrentUser) -> dict[str, Any]:
-        """Revoke the token this request was made with."""
-        token = request.headers["authorization"].partition(" ")[2].strip()
+        """Revoke the token this request was made with (server-side: it stops working everywhere)."""
+        token = auth.bearer_token(request.headers.get("authorization")) or ""
         with store.write() as s:
             s.execute(delete(ApiToken).where(ApiToken.token_hash == auth.hash_token(token)))
         return {"ok": True}
@@ -293,19 +582,56 @@ def _api_routes(app: FastAPI, store: Store) -> None:
     def create_user(body: UserIn, _admin: AdminUser) -> dict[str, Any]:
         password_hash = auth.hash_password(body.password) if body.password else None  # outside the lock
         with store.write() as s:
-            if s.scalars(select(User).where(User.name == body.name)).first() is not None:
-                raise HTTPException(409, f"user {body.name!r} already exists")
+            if auth.find_user(s, body.name) is not None:
+                raise HTTPException(409, f"user {body.name!r} already exists (names are case-insensitive)")
             user, token = auth.create_user(s, body.name, body.role, password_hash=password_hash)
             return {"name": user.name, "role": user.role, "token": token}
+
+    def _user(s: Session, name: str) -> User:
+        user = auth.find_user(s, name)
+        if user is None:
+            raise HTTPException(404, f"user {name!r} not found")
+        return user
 
     @app.post("/api/users/{name}/tokens", tags=["admin"])
     def new_user_token(name: str, _admin: AdminUser) -> dict[str, Any]:
         """Issue another token for a user (e.g. one who lost theirs); older tokens stay valid."""
         with store.write() as s:
-            user = s.scalars(select(User).where(User.name == name)).first()
-            if user is None:
-                raise HTTPException(404, f"user {name!r} not found")
+            user = _user(s, name)
             return {"name": user.name, "role": user.role, "token": auth.issue_token(s, user)}
+
+    @app.get("/api/users/{name}/tokens", tags=["admin"])
+    def list_user_tokens(name: str, _admin: AdminUser) -> list[dict[str, Any]]:
+        """The user's tokens (never the secrets): id, when issued, when they expire."""
+        ttl = app.state.settings.token_ttl
+        with store.read() as s:
+            user = _user(s, name)
+            rows = s.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)).all()
+            return [
+                {
+                    "id": t.id,
+                    "created_at": t.created_at.isoformat() + "Z",
+                    "expires_at": (t.created_at + ttl).isoformat() + "Z" if ttl else None,
+                    "expired": bool(ttl) and t.created_at + ttl <= utcnow(),
+                }
+                for t in rows
+            ]
+
+    @app.delete("/api/users/{name}/tokens", tags=["admin"])
+    def revoke_user_tokens(name: str, _admin: AdminUser) -> dict[str, Any]:
+        """Revoke every token of the user (they are logged out everywhere; passwords still work)."""
+        with store.write() as s:
+            user = _user(s, name)
+            return {"name": user.name, "revoked": auth.revoke_tokens(s, user.id)}
+
+    @app.delete("/api/users/{name}/tokens/{token_id}", tags=["admin"])
+    def revoke_user_token(name: str, token_id: Id, _admin: AdminUser) -> dict[str, Any]:
+        """Revoke one token of the user (ids from GET /api/users/{name}/tokens)."""
+        with store.write() as s:
+            user = _user(s, name)
+            if not auth.revoke_tokens(s, user.id, token_id):
+                raise HTTPException(404, f"token {token_id} of user {user.name!r} not found")
+            return {"name": user.name, "revoked": 1}
 
     @app.get("/api/users", tags=["admin"])
     def list_users(_admin: AdminUser) -> list[dict[str, Any]]:
@@ -332,18 +658,18 @@ def _api_routes(app: FastAPI, store: Store) -> None:
             return [campaign_summary(s, c, user) for c in s.scalars(query)]
 
     @app.get("/api/campaigns/{cid}", tags=["campaigns"])
-    def get_one_campaign(cid: int, user: CurrentUser) -> dict[str, Any]:
+    def get_one_campaign(cid: Id, user: CurrentUser) -> dict[str, Any]:
         with store.read() as s:
             return campaign_summary(s, get_campaign(s, cid, user), user)
 
     @app.post("/api/campaigns/{cid}/annotators", tags=["admin"])
-    def add_annotators(cid: int, body: AnnotatorsIn, admin: AdminUser) -> dict[str, Any]:
+    def add_annotators(cid: Id, body: AnnotatorsIn, admin: AdminUser) -> dict[str, Any]:
         with store.write() as s:
             c = get_campaign(s, cid, admin, lock=True)
             return join_annotators(s, c, body.names)
 
     @app.post("/api/campaigns/{cid}/items", tags=["admin"])
-    def add_items(cid: int, body: ItemsIn, admin: AdminUser) -> dict[str, Any]:
+    def add_items(cid: Id, body: ItemsIn, admin: AdminUser) -> dict[str, Any]:
         with store.write() as s:
             c = get_campaign(s, cid, admin, lock=True)
             ids = insert_items(s, c, [i.model_dump(mode="json") for i in body.items])
@@ -352,40 +678,60 @@ def _api_routes(app: FastAPI, store: Store) -> None:
 
     # -- annotation --------------------------------------------------------------------------
     @app.get("/api/campaigns/{cid}/next", tags=["annotation"])
-    def get_next(cid: int, user: CurrentUser) -> dict[str, Any]:
+    def get_next(cid: Id, user: CurrentUser) -> dict[str, Any]:
         with store.read() as s:
             c = annotated_campaign(s, cid, user)
-            return {"task": next_task(s, c, user), "progress": assign_mod.task_counts(s, cid, user.id)}
+            return {
+                "task": next_task(s, c, user, task_ids),
+                "progress": assign_mod.task_counts(s, cid, user.id),
+            }
 
     @app.get("/api/tasks/{task_id}", tags=["annotation"])
-    def get_task(task_id: int, user: CurrentUser) -> dict[str, Any]:
+    def get_task(task_id: Id, user: CurrentUser) -> dict[str, Any]:
         with store.read() as s:
             a = own_task(s, task_id, user)
-            return task_view(s.get(Campaign, a.campaign_id), a, load_item(s, a.item_id))
+            return task_view(s.get(Campaign, a.campaign_id), a, load_item(s, a.item_id), task_ids)
 
     @app.post("/api/tasks/{task_id}/submit", tags=["annotation"])
-    def submit(task_id: int, body: SubmitIn, user: CurrentUser) -> dict[str, Any]:
+    def submit(task_id: Id, body: SubmitIn, user: CurrentUser) -> dict[str, Any]:
         try:
-            return submit_judgment(store, task_id, body, user)
+            return submit_judgment(store, task_ids, task_id, body, user)
+        except _Changed:
+            # Submitted (by a concurrent retry, or another key), undone or moved meanwhile: the
+            # same checks again on what is there now give the right answer (or a fresh write).
+            try:
+                return submit_judgment(store, task_ids, task_id, body, user)
+            except _Changed:
+                raise HTTPException(409, f"task {task_id} changed while submitting; try again") from None
         except IntegrityError:
             # A concurrent retry with the same key committed first: answer with its judgment.
             with store.read() as s:
                 existing = find_by_key(s, user.id, body.idempotency_key)
                 if existing is None:
                     raise
-                return duplicate_answer(s, existing, task_id)
+                a = own_task(s, task_id, user)
+                shown = task_ids.shown(a.id, load_item(s, a.item_id), shuffle=False)
+                return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
 
     @app.post("/api/tasks/{task_id}/skip", tags=["annotation"])
-    def skip(task_id: int, user: CurrentUser) -> dict[str, Any]:
+    def skip(task_id: Id, user: CurrentUser) -> dict[str, Any]:
+        """Skip a task; its item goes to another annotator (when there is one) so it still gets
+        the campaign's overlap."""
         with store.write() as s:
             a = own_task(s, task_id, user, lock=True)
             if a.status == "done":
                 raise HTTPException(409, f"task {task_id} is already submitted; undo it before skipping")
-            a.status, a.updated_at = "skipped", utcnow()
+            if a.status != "skipped":
+                a.status, a.updated_at = "skipped", utcnow()
+                s.flush()
+                c = s.get(Campaign, a.campaign_id, with_for_update=True)
+                assign_mod.assign(s, c, rebalance=False)
             return {"task_id": a.id, "status": a.status}
 
     @app.post("/api/campaigns/{cid}/undo", tags=["annotation"])
-    def undo(cid: int, user: CurrentUser) -> dict[str, Any]:
+    def undo(cid: Id, user: CurrentUser) -> dict[str, Any]:
+        """Undo your last action in the campaign: a submission (it comes back with your answers in
+        `previous`) or a skip (the task comes back; `undone` says which)."""
         with store.write() as s:
             c = annotated_campaign(s, cid, user)
             j = s.scalars(
@@ -395,50 +741,67 @@ def _api_routes(app: FastAPI, store: Store) -> None:
                 .limit(1)
                 .with_for_update()
             ).first()
-            if j is None:
-                raise HTTPException(409, "nothing to undo: you have no submission in this campaign")
-            j.undone = True
-            a = s.get(Assignment, j.assignment_id)
+            skipped = s.scalars(
+                select(Assignment)
+                .where(
+                    Assignment.campaign_id == cid,
+                    Assignment.user_id == user.id,
+                    Assignment.status == "skipped",
+                )
+                .order_by(Assignment.updated_at.desc(), Assignment.id.desc())
+                .limit(1)
+                .with_for_update()
+            ).first()
+            if j is None and skipped is None:
+                raise HTTPException(409, "nothing to undo: you have no submission or skip in this campaign")
+            previous = None
+            if skipped is not None and (j is None or skipped.updated_at >= j.created_at):
+                a, what, undone_id = skipped, "skip", None
+            else:
+                j.undone = True
+                a, what, undone_id = s.get(Assignment, j.assignment_id), "submission", j.id
             a.status, a.updated_at = "pending", utcnow()
             s.flush()
+            item = load_item(s, a.item_id)
+            if j is not None and what == "submission":
+                previous = payload_to_shown(dict(j.payload), task_ids.shown(a.id, item, shuffle=False))
             return {
-                "task": task_view(c, a, load_item(s, a.item_id)),
-                "undone_judgment_id": j.id,
-                "previous": dict(j.payload),
+                "task": task_view(c, a, item, task_ids),
+                "undone": what,
+                "undone_judgment_id": undone_id,
+                "previous": previous,
                 "progress": assign_mod.task_counts(s, cid, user.id),
             }
 
     # -- results -----------------------------------------------------------------------------
     @app.get("/api/campaigns/{cid}/judgments", tags=["admin"])
-    def judgments(cid: int, admin: AdminUser) -> list[dict[str, Any]]:
+    def judgments(cid: Id, admin: AdminUser) -> list[dict[str, Any]]:
         with store.read() as s:
             get_campaign(s, cid, admin)
             return campaign_judgments(s, cid)
 
     @app.get("/api/campaigns/{cid}/report", tags=["admin"])
-    def report(cid: int, admin: AdminUser) -> Any:
+    def report(cid: Id, admin: AdminUser) -> Any:
         quality = _quality()
         return quality.quality_report(judgments(cid, admin))
 
     @app.get("/api/campaigns/{cid}/leaderboard", tags=["admin"])
-    def leaderboard(
-        cid: int, admin: AdminUser, n_bootstrap: int = Query(200, ge=0, le=10_000), seed: int = 0
-    ) -> Any:
+    def leaderboard(cid: Id, admin: AdminUser, n_bootstrap: Bootstraps = 200, seed: Seed = 0) -> Any:
         quality = _quality()
         return quality.leaderboard(judgments(cid, admin), n_bootstrap=n_bootstrap, seed=seed)
 
     @app.get("/api/campaigns/{cid}/leaderboard.png", tags=["admin"], response_class=Response)
-    def leaderboard_png(
-        cid: int, admin: AdminUser, n_bootstrap: int = Query(200, ge=0, le=10_000), seed: int = 0
-    ) -> Response:
+    def leaderboard_png(cid: Id, admin: AdminUser, n_bootstrap: Bootstraps = 200, seed: Seed = 0) -> Response:
         board = leaderboard(cid, admin, n_bootstrap=n_bootstrap, seed=seed)
         return Response(_quality().leaderboard_png(board), media_type="image/png")
 
     @app.get("/api/campaigns/{cid}/export", tags=["admin"], response_class=PlainTextResponse)
     def export_campaign(
-        cid: int,
+        cid: Id,
         admin: AdminUser,
-        kind: export.Kind = Query(..., description="pairwise | ranked | binary | rating | demonstration"),
+        kind: export.Kind = Query(
+            ..., description="pairwise | ranked | binary | rating | demonstration | critique"
+        ),
         mode: export.Mode = Query("raw", description="raw (one record per annotator) | consensus"),
     ) -> Response:
         with store.read() as s:
@@ -516,13 +879,13 @@ def join_annotators(s: Session, c: Campaign, names: list[str]) -> dict[str, Any]
     tokens are returned (shown once). Then (re)assigns items."""
     out = []
     for name in names:
-        user = s.scalars(select(User).where(User.name == name)).first()
+        user = auth.find_user(s, name)
         token = None
         if user is None:
             user, token = auth.create_user(s, name, "annotator")
         if not is_member(s, c.id, user.id):
             s.add(CampaignAnnotator(campaign_id=c.id, user_id=user.id, joined_at=utcnow()))
-        out.append({"name": name, "role": user.role, "token": token, "created": token is not None})
+        out.append({"name": user.name, "role": user.role, "token": token, "created": token is not None})
     s.flush()
     tasks = assign_mod.assign(s, c)
     return {"annotators": out, "tasks_created": tasks}
@@ -557,51 +920,87 @@ def find_by_key(s: Session, user_id: int, key: str) -> Judgment | None:
     ).first()
 
 
-def revealed_models(item: ItemView) -> dict[str, str | None]:
-    return {str(r.id): r.model for r in item.responses}
+def revealed_models(shown: Shown) -> dict[str, str | None]:
+    return {str(d): shown.model[d] for d in shown.ids}
 
 
-def duplicate_answer(s: Session, j: Judgment, task_id: int) -> dict[str, Any]:
+def duplicate_answer(j: Judgment, task_id: int, payload: dict[str, Any], shown: Shown) -> dict[str, Any]:
+    """The answer to a retry of judgment `j`: the same result, or 409 when the key was used for
+    another task or with a different body."""
     if j.assignment_id != task_id:
         raise HTTPException(
             409, f"idempotency_key already used for another submission (task {j.assignment_id})"
         )
-    return {
-        "judgment_id": j.id,
-        "duplicate": True,
-        "revealed_models": revealed_models(load_item(s, j.item_id)),
-    }
+    if _canonical(j.payload) != _canonical(payload):
+        raise HTTPException(
+            409,
+            "idempotency_key already used with a different answer: use a new key for a new answer "
+            "(undo the first one to change it)",
+        )
+    return {"judgment_id": j.id, "duplicate": True, "revealed_models": revealed_models(shown)}
 
 
-def submit_judgment(store: Store, task_id: int, body: SubmitIn, user: Principal) -> dict[str, Any]:
-    with store.write() as s:
-        a = own_task(s, task_id, user, lock=True)
+def _canonical(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def submit_judgment(
+    store: Store, task_ids: TaskIds, task_id: int, body: SubmitIn, user: Principal
+) -> dict[str, Any]:
+    """Validate against a read snapshot, then write in one short transaction: a guarded UPDATE of
+    the task (pending/skipped -> done) and one INSERT. Only that write holds SQLite's write lock
+    (and pays the commit's fsync), which is what bounds submit latency under load. A concurrent
+    change between the two steps (a retry, an undo, a reassignment) is caught by the guard."""
+    with store.read() as s:
+        a = own_task(s, task_id, user)
+        item = load_item(s, a.item_id)
+        c = s.get(Campaign, a.campaign_id)
         existing = find_by_key(s, user.id, body.idempotency_key)
+        shown = task_ids.shown(a.id, item, shuffle=False)
         if existing is not None:
-            return duplicate_answer(s, existing, task_id)
+            return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
         if a.status == "done":
             raise HTTPException(409, f"task {task_id} is already submitted; undo it to change the answer")
-        c = s.get(Campaign, a.campaign_id)
-        item = load_item(s, a.item_id)
-        problem = validate_submission(
-            body, [r.id for r in item.responses], list(c.feedback_types), (c.rating_lo, c.rating_hi)
-        )
+        problem = validate_submission(body, shown.ids, list(c.feedback_types), (c.rating_lo, c.rating_hi))
         if problem:
             raise HTTPException(422, problem)
-        j = Judgment(
-            assignment_id=a.id,
-            campaign_id=c.id,
-            item_id=item.id,
-            user_id=user.id,
-            idempotency_key=body.idempotency_key,
-            payload=body.feedback(),
-            undone=False,
-            created_at=utcnow(),
-        )
-        s.add(j)
-        a.status, a.updated_at = "done", utcnow()
-        s.flush()
-        return {"judgment_id": j.id, "duplicate": False, "revealed_models": revealed_models(item)}
+        campaign_id, item_id = c.id, item.id
+    payload = payload_to_real(body.feedback(), shown)
+    with store.write() as s:
+        now = utcnow()
+        claimed = s.execute(
+            update(Assignment)
+            .where(Assignment.id == task_id, Assignment.user_id == user.id, Assignment.status != "done")
+            .values(status="done", updated_at=now)
+        ).rowcount
+        if not claimed:  # changed since the read: answer as if the write had come first
+            raise _Changed
+        judgment_id = s.execute(
+            insert(Judgment)
+            .values(
+                assignment_id=task_id,
+                campaign_id=campaign_id,
+                item_id=item_id,
+                user_id=user.id,
+                idempotency_key=body.idempotency_key,
+                payload=payload,
+                undone=False,
+                created_at=now,
+            )
+            .returning(Judgment.id)
+        ).scalar_one()
+    return {"judgment_id": judgment_id, "duplicate": False, "revealed_models": revealed_models(shown)}
+
+
+class _Changed(Exception):
+    """The task changed between submit's read and its write (the caller reads again)."""
+
+
+def _payload_or_none(body: SubmitIn, shown: Shown) -> dict[str, Any] | None:
+    try:
+        return payload_to_real(body.feedback(), shown)
+    except KeyError:  # ids that are not this task's: certainly not the first body
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -611,6 +1010,26 @@ def submit_judgment(store: Store, task_id: int, body: SubmitIn, user: Principal)
 _PLACEHOLDER = """<!doctype html><html><head><meta charset="utf-8"><title>prefloop</title></head>
 <body><h1>prefloop feedback server</h1><p>The page template <code>{name}</code> is not installed.
 The REST API is documented at <a href="/docs">/docs</a>.</p></body></html>"""
+
+
+_DOCS_HTML = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>prefloop feedback server - API</title>
+<link rel="stylesheet" href="/docs-assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs-assets/swagger-ui-bundle.js"></script>
+<script src="/static/docs.js"></script></body></html>"""
+_NO_SWAGGER = """<!doctype html><html><head><meta charset="utf-8"><title>prefloop</title></head><body>
+<p>The API browser needs the <code>swagger-ui-bundle</code> package (pip install swagger-ui-bundle).
+The schema is at <a href="/openapi.json">/openapi.json</a>.</p></body></html>"""
+
+
+def _swagger_ui_dir() -> Path | None:
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    path = Path(swagger_ui_bundle.swagger_ui_path)
+    return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
 def _page_routes(app: FastAPI) -> None:
@@ -623,10 +1042,18 @@ def _page_routes(app: FastAPI) -> None:
         name = PAGES[page]
         if not (TEMPLATES_DIR / name).is_file():
             return HTMLResponse(_PLACEHOLDER.format(name=name))
-        response = templates.TemplateResponse(request, name, {"page": page, **context})
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+        return templates.TemplateResponse(request, name, {"page": page, **context})
+
+    swagger = _swagger_ui_dir()
+    if swagger is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger)), name="docs-assets")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        """Swagger UI from local files (no CDN); the Authorize button takes a bearer token."""
+        if swagger is None:
+            return HTMLResponse(_NO_SWAGGER, status_code=503)
+        return HTMLResponse(_DOCS_HTML)
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request) -> HTMLResponse:
@@ -637,15 +1064,15 @@ def _page_routes(app: FastAPI) -> None:
         return render(request, "index")
 
     @app.get("/annotate/{cid}", response_class=HTMLResponse, include_in_schema=False)
-    def annotate_page(request: Request, cid: int) -> HTMLResponse:
+    def annotate_page(request: Request, cid: Id) -> HTMLResponse:
         return render(request, "annotate", campaign_id=cid)
 
     @app.get("/leaderboard/{cid}", response_class=HTMLResponse, include_in_schema=False)
-    def leaderboard_page(request: Request, cid: int) -> HTMLResponse:
+    def leaderboard_page(request: Request, cid: Id) -> HTMLResponse:
         return render(request, "leaderboard", campaign_id=cid)
 
     @app.get("/report/{cid}", response_class=HTMLResponse, include_in_schema=False)
-    def report_page(request: Request, cid: int) -> HTMLResponse:
+    def report_page(request: Request, cid: Id) -> HTMLResponse:
         return render(request, "report", campaign_id=cid)
 
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)

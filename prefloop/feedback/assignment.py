@@ -5,8 +5,10 @@ Rules
   calibration) goes to every annotator of the campaign, so each one gets a gold accuracy.
 - Least-loaded first: each item takes the annotators with the fewest tasks in this campaign,
   ties broken by user id, items handled in id order. Same inputs -> same assignment.
-- Runs whenever items or annotators are added. Items short of their k annotators (because
-  the campaign had fewer than k) are topped up; then untouched tasks (pending, never
+- A skipped task does not count towards k: the item goes to one more annotator (one who has
+  not had it yet, when there is one), so skips do not leave items short of judgments.
+- Runs whenever items or annotators are added and when a task is skipped. Items short of their
+  k annotators (because the campaign had fewer than k, or someone skipped) are topped up; then untouched tasks (pending, never
   submitted) move from the most- to the least-loaded annotator until loads differ by <= 1,
   so an annotator who joins late gets a fair share of the remaining work.
 """
@@ -28,24 +30,33 @@ def annotator_ids(session: Session, campaign_id: int) -> list[int]:
     return sorted(rows)
 
 
-def _current(session: Session, campaign_id: int) -> tuple[dict[int, set[int]], dict[int, int]]:
-    """(item id -> assigned user ids, user id -> number of tasks) for the campaign."""
+def _current(
+    session: Session, campaign_id: int
+) -> tuple[dict[int, set[int]], dict[int, int], dict[int, int]]:
+    """(item id -> user ids that ever had it, item id -> tasks not skipped, user id -> number of
+    tasks) for the campaign."""
     by_item: dict[int, set[int]] = defaultdict(set)
+    active: dict[int, int] = defaultdict(int)
     load: dict[int, int] = defaultdict(int)
-    for item_id, user_id in session.execute(
-        select(Assignment.item_id, Assignment.user_id).where(Assignment.campaign_id == campaign_id)
+    for item_id, user_id, status in session.execute(
+        select(Assignment.item_id, Assignment.user_id, Assignment.status).where(
+            Assignment.campaign_id == campaign_id
+        )
     ):
         by_item[item_id].add(user_id)
+        active[item_id] += status != "skipped"
         load[user_id] += 1
-    return by_item, load
+    return by_item, active, load
 
 
-def assign(session: Session, campaign: Campaign) -> int:
-    """Top up every item to its target number of annotators, then rebalance; returns tasks created."""
+def assign(session: Session, campaign: Campaign, rebalance: bool = True) -> int:
+    """Top up every item to its target number of annotators, then rebalance (unless told not to:
+    a skip only tops up, so skipping never brings someone more of others' work); returns tasks
+    created."""
     users = annotator_ids(session, campaign.id)
     if not users:
         return 0
-    by_item, load = _current(session, campaign.id)
+    by_item, active, load = _current(session, campaign.id)
     for u in users:
         load.setdefault(u, 0)
     created = 0
@@ -55,7 +66,7 @@ def assign(session: Session, campaign: Campaign) -> int:
     for item_id, gold in items:
         target = len(users) if gold is not None else min(campaign.overlap, len(users))
         have = by_item[item_id]
-        need = target - len(have)
+        need = min(target - active[item_id], len(users) - len(have))
         if need <= 0:
             continue
         candidates = sorted((u for u in users if u not in have), key=lambda u: (load[u], u))
@@ -65,7 +76,8 @@ def assign(session: Session, campaign: Campaign) -> int:
             load[u] += 1
             created += 1
     session.flush()
-    _rebalance(session, campaign.id, users, by_item, load)
+    if rebalance:
+        _rebalance(session, campaign.id, users, by_item, load)
     return created
 
 

@@ -6,21 +6,35 @@
 - Passwords (which have little entropy) use hashlib.scrypt with a 16-byte random salt, stored as
   "scrypt$n$r$p$salt_hex$hash_hex" so the cost parameters can change later.
 - Comparisons of secrets use hmac.compare_digest (constant time).
+- Every failed login costs one scrypt, whether the name is unknown, has only tokens (no
+  password) or gave a wrong password, so timing does not tell which names exist.
+- Tokens expire `ttl` after they were issued (the server's --token-ttl-hours; checked at each
+  request, so changing it applies to tokens already out); an admin revokes them by deleting
+  their rows (`revoke_tokens`), and /api/logout deletes the caller's own.
+- User names are case-insensitive: `Alice` and `alice` are one user (`find_user`).
+- `LoginLimiter` counts failed logins per user name and per client address; past the limit
+  within the window, logins for that name (or from that address) answer 429 until the lockout
+  ends, even with the right password.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from prefloop.feedback.store import ApiToken, User
+from prefloop.feedback.store import ApiToken, User, utcnow
 
 ROLES = ("admin", "annotator")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -55,6 +69,11 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(digest.hex(), hash_hex)
 
 
+# A real hash of a random password with today's cost parameters: verifying against it costs
+# exactly what verifying a real user's password costs.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
 def issue_token(session: Session, user: User | Principal) -> str:
     """Create a token for `user`, store its digest, return the raw token (shown once)."""
     token = new_token()
@@ -85,14 +104,23 @@ class Principal:
     role: str
 
 
-def user_for_token(session: Session, token: str) -> Principal | None:
-    """The user holding `token`, looked up by its digest (one indexed query)."""
+def find_user(session: Session, name: str) -> User | None:
+    """The user called `name`, compared case-insensitively (a unique index on lower(name))."""
+    return session.scalars(select(User).where(func.lower(User.name) == name.lower())).first()
+
+
+def user_for_token(session: Session, token: str, ttl: dt.timedelta | None = None) -> Principal | None:
+    """The user holding `token` (not expired: issued less than `ttl` ago), looked up by its
+    sha256 digest (one indexed query)."""
     digest = hash_token(token)
-    row = session.execute(
+    query = (
         select(User.id, User.name, User.role, ApiToken.token_hash)
         .join(ApiToken, ApiToken.user_id == User.id)
         .where(ApiToken.token_hash == digest)
-    ).first()
+    )
+    if ttl is not None:
+        query = query.where(ApiToken.created_at > utcnow() - ttl)
+    row = session.execute(query).first()
     # Compare again in constant time so the final equality check leaks nothing through timing.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
@@ -100,37 +128,99 @@ def user_for_token(session: Session, token: str) -> Principal | None:
 
 
 def login(session: Session, name: str, password: str) -> User | None:
-    user = session.scalars(select(User).where(User.name == name)).first()
-    if user is None:
-        # Hash anyway so a wrong name and a wrong password take the same time.
-        verify_password(password, hash_password("x"))
-        return None
-    return user if verify_password(password, user.password_hash) else None
+    """The user if `password` is theirs. Always runs exactly one scrypt (see the module doc)."""
+    user = find_user(session, name)
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    ok = verify_password(password, stored)
+    return user if ok and stored is not _DUMMY_HASH else None
+
+
+def revoke_tokens(session: Session, user_id: int, token_id: int | None = None) -> int:
+    """Delete the user's tokens (or only token `token_id`); returns how many were revoked."""
+    query = delete(ApiToken).where(ApiToken.user_id == user_id)
+    if token_id is not None:
+        query = query.where(ApiToken.id == token_id)
+    return session.execute(query).rowcount or 0
+
+
+class LoginLimiter:
+    """Failed logins per key ("name:alice", "addr:10.0.0.7") in a sliding window; `max_failures`
+    failures within `window_s` lock the key for `lockout_s`. In memory, per server process."""
+
+    def __init__(self, max_failures: int, window_s: float, lockout_s: float) -> None:
+        self.max_failures, self.window_s, self.lockout_s = max_failures, window_s, lockout_s
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, keys: list[str]) -> float:
+        """Seconds until every key is unlocked (0 when none is locked)."""
+        now = time.monotonic()
+        with self._lock:
+            return max([self._locked_until.get(k, 0.0) - now for k in keys] + [0.0])
+
+    def failed(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                times = self._failures.setdefault(key, deque())
+                times.append(now)
+                while times and times[0] < now - self.window_s:
+                    times.popleft()
+                if len(times) >= self.max_failures:
+                    self._locked_until[key] = now + self.lockout_s
+                    times.clear()
+            if len(self._failures) > 100_000:  # forget old keys so memory stays bounded
+                self._failures = {
+                    k: v for k, v in self._failures.items() if v and v[-1] > now - self.window_s
+                }
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
 
 
 # ---------------------------------------------------------------------------------------------
 # FastAPI dependencies (the app stores its `Store` on app.state.store)
 
 
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(
-            401,
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return token.strip()
+MISSING_TOKEN = "missing bearer token: send 'Authorization: Bearer <token>'"
+BAD_TOKEN = "invalid, expired or revoked token: log in again (or ask an admin for a new token)"
 
 
-def current_user(request: Request) -> Principal:
-    """The authenticated user (401 without a valid token)."""
-    token = _bearer(request)
-    with request.app.state.store.read() as session:
-        user = user_for_token(session, token)
+def bearer_token(header: str | None) -> str | None:
+    """The token of an 'Authorization: Bearer <token>' header value, or None."""
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        return None
+    return token
+
+
+def authenticate(request_app: object, header: str | None) -> tuple[Principal | None, str]:
+    """(the user, "") or (None, why): the token lookup shared by the body guard and `current_user`."""
+    token = bearer_token(header)
+    if token is None:
+        return None, MISSING_TOKEN
+    state = request_app.state  # type: ignore[attr-defined]
+    with state.store.read() as session:
+        user = user_for_token(session, token, state.settings.token_ttl)
+    return (user, "") if user is not None else (None, BAD_TOKEN)
+
+
+_bearer_scheme = HTTPBearer(auto_error=False, description="A token from POST /api/login or an admin.")
+
+
+def current_user(
+    request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+) -> Principal:
+    """The authenticated user (401 without a valid token). Requests with a body were already
+    authenticated by the app's guard before their body was read; its answer is reused."""
+    user = request.scope.get("state", {}).get("principal")
     if user is None:
-        raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        user, why = authenticate(request.app, request.headers.get("authorization"))
+        if user is None:
+            raise HTTPException(401, why, headers={"WWW-Authenticate": "Bearer"})
     return user
 
 

@@ -7,10 +7,13 @@
     prefloop campaign add-items --db ... --campaign 1 --items more.jsonl
     prefloop campaign export --db ... --campaign 1 --kind pairwise --mode raw --output prefs.jsonl
     prefloop campaign token --db ... --name alice        # a new token for a user who lost theirs
+    prefloop campaign revoke-token --db ... --name alice # revoke all of alice's tokens
     prefloop campaign list --db ...
 
 The campaign commands work on the database directly (no server needed); every command
-migrates the database to the latest schema first.
+migrates the database to the latest schema first. Only `campaign create` (and `serve`) make a
+new SQLite file: the others refuse a path that does not exist, so a typo cannot start an empty
+database.
 """
 
 from __future__ import annotations
@@ -42,8 +45,32 @@ class ServeConfig:
     """uvicorn log level (critical, error, warning, info, debug)."""
     workers: int = 1
     """Server processes. One is plenty for SQLite; use more with PostgreSQL under heavy load."""
+    token_ttl_hours: float = 720.0
+    """API tokens stop working this many hours after they were issued (0 = never)."""
+    max_body_mb: float = 32.0
+    """Largest request body accepted, in MiB (413 above it)."""
+    login_max_failures: int = 5
+    """Failed logins for one user name within --login-window-s before the name is locked."""
+    login_address_max_failures: int = 50
+    """Failed logins from one client address within --login-window-s before it is locked."""
+    login_window_s: float = 900.0
+    """Window over which failed logins are counted (seconds)."""
+    login_lockout_s: float = 900.0
+    """How long a locked name or address is refused (seconds)."""
     config: str | None = None
     """YAML file with values for any of these fields; flags override it."""
+
+    def settings(self) -> Any:
+        from prefloop.feedback.app import ServerSettings
+
+        return ServerSettings(
+            token_ttl_hours=self.token_ttl_hours,
+            max_body_mb=self.max_body_mb,
+            login_max_failures=self.login_max_failures,
+            login_address_max_failures=self.login_address_max_failures,
+            login_window_s=self.login_window_s,
+            login_lockout_s=self.login_lockout_s,
+        )
 
 
 @dataclass
@@ -107,8 +134,8 @@ class ExportConfig:
 
     campaign: int = 0
     """Campaign id."""
-    kind: Literal["pairwise", "ranked", "binary", "rating", "demonstration"] = "pairwise"
-    """Record kind to write."""
+    kind: Literal["pairwise", "ranked", "binary", "rating", "demonstration", "critique"] = "pairwise"
+    """Record kind to write (critique: SFT demonstrations of writing the annotators' critiques)."""
     mode: Literal["raw", "consensus"] = "raw"
     """raw: one record per annotator; consensus: annotators merged per item."""
     output: str = "export.jsonl"
@@ -122,6 +149,18 @@ class ExportConfig:
 @dataclass
 class TokenConfig:
     """Issue a new API token for an existing user (older tokens stay valid)."""
+
+    name: str = ""
+    """User name."""
+    db: str = "sqlite:///feedback.db"
+    """Database URL."""
+    config: str | None = None
+    """YAML file with values for any of these fields; flags override it."""
+
+
+@dataclass
+class RevokeTokenConfig:
+    """Revoke every API token of a user (they are logged out everywhere; a password still works)."""
 
     name: str = ""
     """User name."""
@@ -245,15 +284,13 @@ def ensure_admin(db_url: str, password: str | None) -> str | None:
     """Create the 'admin' account on first start; returns its token when one was made.
 
     With a password, an existing admin's password is reset to it (whoever runs `serve` owns the DB)."""
-    from sqlalchemy import select
-
     from prefloop.feedback import auth
-    from prefloop.feedback.store import Store, User
+    from prefloop.feedback.store import Store
 
     store = Store(db_url)
     try:
         with store.write() as s:
-            admin = s.scalars(select(User).where(User.name == "admin")).first()
+            admin = auth.find_user(s, "admin")
             if admin is None:
                 _, token = auth.create_user(s, "admin", "admin", password)
                 return token
@@ -264,22 +301,40 @@ def ensure_admin(db_url: str, password: str | None) -> str | None:
         store.dispose()
 
 
+def display_url(db_url: str) -> str:
+    """`db_url` with any password masked (for logs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
+        return db_url.split(":", 1)[0] + "://..."
+
+
 def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     from prefloop.feedback.app import create_app
+    from prefloop.feedback.schemas import password_problem
     from prefloop.feedback.store import upgrade
 
+    if cfg.admin_password is not None and (problem := password_problem(cfg.admin_password)):
+        raise SystemExit(f"error: --admin-password: {problem}")
+    settings = cfg.settings()
     upgrade(cfg.db)
     token = ensure_admin(cfg.db, cfg.admin_password)
     if token and not cfg.admin_password:
         print(f"created user 'admin'; its API token (shown once): {token}", flush=True)
     elif token:
         print("created user 'admin' with the given password", flush=True)
-    print(f"prefloop feedback server on http://{cfg.host}:{cfg.port} (db: {cfg.db})", flush=True)
+    print(f"prefloop feedback server on http://{cfg.host}:{cfg.port} (db: {display_url(cfg.db)})", flush=True)
     if cfg.workers > 1:
         # Each worker process builds its own app (and connection pool) from the environment.
+        import dataclasses
+        import json
+
         os.environ[DB_ENV] = cfg.db
+        os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
         uvicorn.run(
             "prefloop.feedback.cli:app_from_env",
             factory=True,
@@ -289,23 +344,35 @@ def serve(cfg: ServeConfig) -> None:
             workers=cfg.workers,
         )
         return
-    app = create_app(cfg.db, migrate=False)
+    app = create_app(cfg.db, migrate=False, settings=settings)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
 
 
 DB_ENV = "PREFLOOP_FEEDBACK_DB"
+SETTINGS_ENV = "PREFLOOP_FEEDBACK_SETTINGS"
 
 
 def app_from_env() -> Any:
     """App factory for `serve --workers N` (uvicorn imports it in every worker process)."""
-    from prefloop.feedback.app import create_app
+    import json
 
-    return create_app(os.environ[DB_ENV], migrate=False)
+    from prefloop.feedback.app import ServerSettings, create_app
+
+    settings = ServerSettings(**json.loads(os.environ.get(SETTINGS_ENV, "{}")))
+    return create_app(os.environ[DB_ENV], migrate=False, settings=settings)
 
 
-def _open(db_url: str) -> Any:
-    from prefloop.feedback.store import Store, upgrade
+def _open(db_url: str, create: bool = False) -> Any:
+    """The store at `db_url`, migrated. Without `create`, a SQLite file must already exist."""
+    from prefloop.feedback.store import Store, is_sqlite, normalize_url, upgrade
 
+    url = normalize_url(db_url)
+    if not create and is_sqlite(url):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise SystemExit(
+                f"error: no database at {path} (check --db; `prefloop campaign create` makes a new one)"
+            )
     upgrade(db_url)
     return Store(db_url)
 
@@ -331,7 +398,11 @@ def create(cfg: CreateConfig) -> int:
 
     if not cfg.items:
         raise SystemExit("error: --items FILE [FILE ...] is required")
+    from prefloop.feedback.schemas import AnnotatorsIn
+
     try:
+        if cfg.annotators:
+            AnnotatorsIn(names=cfg.annotators)
         spec = CampaignIn(
             name=cfg.name,
             feedback_types=cfg.feedback_types,
@@ -341,9 +412,13 @@ def create(cfg: CreateConfig) -> int:
             instructions=cfg.instructions,
         )
         items = read_item_files(cfg.items)
-    except (ValidationError, ItemsError) as exc:
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise SystemExit(f"error: {loc}: {err['msg']}" if loc else f"error: {err['msg']}") from None
+    except ItemsError as exc:
         raise SystemExit(f"error: {exc}") from None
-    store = _open(cfg.db)
+    store = _open(cfg.db, create=True)
     with store.write() as s:
         c, result = create_with_items(s, spec, items, cfg.annotators)
         cid = c.id
@@ -406,18 +481,30 @@ def export_cmd(cfg: ExportConfig) -> None:
 
 
 def token_cmd(cfg: TokenConfig) -> None:
-    from sqlalchemy import select
-
     from prefloop.feedback import auth
-    from prefloop.feedback.store import User
 
     store = _open(cfg.db)
     with store.write() as s:
-        user = s.scalars(select(User).where(User.name == cfg.name)).first()
+        user = auth.find_user(s, cfg.name)
         if user is None:
             raise SystemExit(f"error: user {cfg.name!r} not found")
         token = auth.issue_token(s, user)
-    print(f"{cfg.name}\t{token}")
+        name = user.name
+    print(f"{name}\t{token}")
+    store.dispose()
+
+
+def revoke_token_cmd(cfg: RevokeTokenConfig) -> None:
+    from prefloop.feedback import auth
+
+    store = _open(cfg.db)
+    with store.write() as s:
+        user = auth.find_user(s, cfg.name)
+        if user is None:
+            raise SystemExit(f"error: user {cfg.name!r} not found")
+        n = auth.revoke_tokens(s, user.id)
+        name = user.name
+    print(f"{name}: revoked {n} token(s)")
     store.dispose()
 
 
@@ -444,6 +531,7 @@ SUBCOMMANDS: dict[str, tuple[type, Any]] = {
     "add-items": (AddItemsConfig, add_items),
     "export": (ExportConfig, export_cmd),
     "token": (TokenConfig, token_cmd),
+    "revoke-token": (RevokeTokenConfig, revoke_token_cmd),
     "list": (ListConfig, list_cmd),
 }
 

@@ -13,6 +13,14 @@ kind (what the training command wants) and where it comes from in a submission:
     binary         BinaryFeedback(prompt, completion, desirable) per thumbs up/down (KTO data).
     rating         Rating(prompt, response, score) per rated response.
     demonstration  Demonstration(prompt, edited text) per edit (SFT data).
+    critique       Demonstration per critique (SFT data for a critic): the prompt is the chat
+                   [user: the item's prompt, assistant: the critiqued response, user:
+                   CRITIQUE_REQUEST], the response is the annotator's critique; meta holds the
+                   plain prompt, the critiqued response, its model and the annotator. A critique
+                   is written about the whole task, so the critiqued response is the one the
+                   annotator preferred: the edited one, else the pairwise choice, else the first
+                   of the ranking's best group, else the item's first response (meta
+                   'critique_of' says which rule applied). `prefloop sft --data` reads it.
 
 mode=raw writes one record per annotator submission (meta says who, which item, which models).
 mode=consensus merges the annotators of each item first: rankings (and the pairs derived from
@@ -45,9 +53,10 @@ from prefloop.data.records import (
 )
 from prefloop.feedback.store import campaign_judgments
 
-Kind = Literal["pairwise", "ranked", "binary", "rating", "demonstration"]
+Kind = Literal["pairwise", "ranked", "binary", "rating", "demonstration", "critique"]
 Mode = Literal["raw", "consensus"]
-KINDS = ("pairwise", "ranked", "binary", "rating", "demonstration")
+KINDS = ("pairwise", "ranked", "binary", "rating", "demonstration", "critique")
+CRITIQUE_REQUEST = "Critique the answer above: what is wrong or missing, and what is good?"
 MARGINS = {"significantly_better": 3.0, "better": 2.0, "slightly_better": 1.0, "negligibly_better": 0.5}
 
 
@@ -66,7 +75,7 @@ def export_records(session: Session, cid: int, kind: str, mode: str = "raw") -> 
     if mode not in ("raw", "consensus"):
         raise ExportError(f"unknown export mode {mode!r}; choose 'raw' or 'consensus'")
     judgments = campaign_judgments(session, cid)
-    if mode == "raw" or kind == "demonstration":
+    if mode == "raw" or kind in ("demonstration", "critique"):
         records = [r for j in judgments for r in RAW[kind](j)]
     else:
         by_item: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -259,12 +268,53 @@ def raw_demonstration(j: dict[str, Any]) -> list[Demonstration]:
     ]
 
 
+def critiqued_response(j: dict[str, Any]) -> tuple[int, str]:
+    """(response id, rule) of the response a submission's critique is taken to be about."""
+    payload = j["payload"]
+    if payload.get("edit"):
+        return payload["edit"]["response_id"], "edited"
+    pw = payload.get("pairwise")
+    if pw and pw["choice"] in ("a", "b"):
+        return pw[pw["choice"]], "chosen"
+    if payload.get("ranking"):
+        return payload["ranking"][0][0], "best_ranked"
+    return j["responses"][0]["id"], "first"
+
+
+def raw_critique(j: dict[str, Any]) -> list[Demonstration]:
+    critique = j["payload"].get("critique")
+    if not critique or not critique.strip():
+        return []
+    rid, rule = critiqued_response(j)
+    response = _texts(j)[rid]
+    prompt = j["prompt"]
+    chat = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    chat += [
+        {"role": "assistant", "content": response["text"]},
+        {"role": "user", "content": CRITIQUE_REQUEST},
+    ]
+    return [
+        Demonstration(
+            prompt=chat,
+            response=critique,
+            meta=_meta(
+                j,
+                prompt=prompt,
+                critiqued_response=response["text"],
+                model=response["model"],
+                critique_of=rule,
+            ),
+        )
+    ]
+
+
 RAW = {
     "pairwise": raw_pairwise,
     "ranked": raw_ranked,
     "binary": raw_binary,
     "rating": raw_rating,
     "demonstration": raw_demonstration,
+    "critique": raw_critique,
 }
 
 

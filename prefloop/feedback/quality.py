@@ -19,7 +19,8 @@ What each number means (the full write-up is docs/feedback-quality.md):
 - gold_accuracy: over the annotator's gold judgments, the share of gold-ordered pairs they
   order the same way (a tie counts half), averaged per judgment.
 - Leaderboard comparisons: one per judged pair of responses from different models (ties
-  count half); Elo played in judgment order, Bradley–Terry on the Elo-like scale with CIs.
+  count half); Elo averaged over 100 seeded orders (order-independent), Bradley–Terry on the
+  Elo-like scale with CIs.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from prefloop.feedback.agreement import (
     krippendorff_alpha,
     percent_agreement,
 )
-from prefloop.feedback.ratings import bradley_terry, elo
+from prefloop.feedback.ratings import bradley_terry, elo_permuted
 
 Judgment = dict[str, Any]
 PairKey = tuple[str, str]  # response ids as strings, sorted
@@ -291,9 +292,16 @@ def model_comparisons(judgments: Iterable[Judgment]) -> list[tuple[str, str, flo
 def leaderboard(
     judgments: Sequence[Judgment], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
 ) -> dict[str, Any]:
-    """Elo and Bradley–Terry (Elo-like scale, bootstrap CI) ratings of the campaign's models."""
-    comparisons = model_comparisons(judgments)
-    elo_ratings = elo(comparisons, k=k)
+    """Elo (mean over 100 seeded orders, so submission order does not matter) and Bradley–Terry
+    (Elo-like scale, bootstrap CI) ratings of the campaign's models."""
+    return comparison_board(model_comparisons(judgments), n_bootstrap=n_bootstrap, seed=seed, k=k)
+
+
+def comparison_board(
+    comparisons: Sequence[tuple[str, str, float]], n_bootstrap: int = 200, seed: int = 0, k: float = 32.0
+) -> dict[str, Any]:
+    """The leaderboard of (model_a, model_b, score of a) comparisons from any judge (people, AI, gold)."""
+    elo_ratings = elo_permuted(comparisons, k=k, seed=seed)
     bt = bradley_terry(comparisons, n_bootstrap=n_bootstrap, seed=seed, scale="elo")
     return {
         "elo": [{"model": m, "rating": r} for m, r in sorted(elo_ratings.items(), key=lambda kv: -kv[1])],

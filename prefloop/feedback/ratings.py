@@ -8,7 +8,11 @@ with score s_a (1 win, 0.5 tie, 0 loss):
     E_a = 1 / (1 + 10 ** ((R_b - R_a) / 400))
     R_a <- R_a + k * (s_a - E_a);   R_b <- R_b + k * ((1 - s_a) - (1 - E_a))
 
-Ratings start at `initial` (1000). Online: the order of the comparisons matters.
+Ratings start at `initial` (1000). Online: the order of the comparisons matters, so the
+leaderboard uses `elo_permuted`: the mean of the online ratings over `n_permutations` seeded
+random orders of the comparisons (the approach of Chatbot Arena / FastChat's Elo notebook).
+The comparisons are put in a canonical order before shuffling, so the result depends only on
+the multiset of comparisons, never on the order they were submitted in.
 
 Bradley–Terry — R. A. Bradley & M. E. Terry, "Rank analysis of incomplete block designs" (1952);
 maximum likelihood as in Hunter, "MM algorithms for generalized Bradley–Terry models" (2004):
@@ -66,6 +70,31 @@ def elo(comparisons: Iterable[Comparison], k: float = 32.0, initial: float = 100
         ratings[a] = r_a + delta
         ratings[b] = r_b - delta  # zero-sum: k*((1-s_a)-(1-E_a)) = -delta
     return ratings
+
+
+def elo_permuted(
+    comparisons: Iterable[Comparison],
+    k: float = 32.0,
+    initial: float = 1000.0,
+    n_permutations: int = 100,
+    seed: int = 0,
+) -> dict[Hashable, float]:
+    """Order-independent Elo: mean of `elo` over `n_permutations` seeded shuffles of the
+    comparisons, after sorting them canonically (each pair oriented by model name)."""
+    canonical = []
+    for a, b, outcome in comparisons:
+        s_a = outcome_score(outcome)
+        canonical.append((a, b, s_a) if str(a) <= str(b) else (b, a, 1.0 - s_a))
+    canonical.sort(key=lambda c: (str(c[0]), str(c[1]), c[2]))
+    if not canonical:
+        return {}
+    rng = np.random.default_rng(seed)
+    totals: dict[Hashable, float] = {}
+    for _ in range(n_permutations):
+        order = rng.permutation(len(canonical))
+        for model, rating in elo((canonical[i] for i in order), k=k, initial=initial).items():
+            totals[model] = totals.get(model, 0.0) + rating
+    return {model: total / n_permutations for model, total in totals.items()}
 
 
 def _encode(

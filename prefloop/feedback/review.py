@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from prefloop.feedback.app import TEMPLATES_DIR, _quality, get_campaign, own_task
+from prefloop.feedback.app import TEMPLATES_DIR, Id, _quality, get_campaign, own_task
 from prefloop.feedback.auth import AdminUser, CurrentUser
 from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import NoteIn, ReviewIn
@@ -53,7 +53,8 @@ def judgment_lines(payload: dict[str, Any], label: dict[int, str]) -> list[tuple
     ("ranking", "B > A = C"), ("pairwise", "A better than B (slightly better)")."""
 
     def name(rid: Any) -> str:
-        return label.get(int(rid), f"#{rid}")
+        key = int(rid) if str(rid).isdigit() else rid
+        return label.get(key, f"#{rid}")
 
     rows: list[tuple[str, str]] = []
     if payload.get("ranking"):
@@ -103,7 +104,7 @@ def _short(text: str, n: int = 100) -> str:
 
 def review_data(
     s: Session,
-    cid: int,
+    cid: Id,
     by: By = "item",
     max_agreement: float | None = None,
     annotator: str | None = None,
@@ -161,12 +162,11 @@ def review_data(
             {
                 "item_id": iid,
                 "prompt": item.prompt,
-                "prompt_html": render_markdown(_prompt_text(item.prompt)),
                 "prompt_text": _short(_prompt_text(item.prompt)),
                 "is_gold": item.gold is not None,
                 "agreement": agreement,
                 "responses": [
-                    {"id": r.id, "label": label[r.id], "model": r.model, "html": render_markdown(r.text)}
+                    {"id": r.id, "label": label[r.id], "model": r.model, "text": r.text}
                     for r in item.responses
                 ],
                 "judgments": [
@@ -187,6 +187,10 @@ def review_data(
         rows.sort(key=lambda r: (r["agreement"] is None, r["agreement"] or 0.0, r["item_id"]))
     total = len(rows)
     page = rows[offset : offset + limit]
+    for row in page:  # Markdown is rendered for the shown page only
+        row["prompt_html"] = render_markdown(_prompt_text(row["prompt"]))
+        for r in row["responses"]:
+            r["html"] = render_markdown(r["text"])
     out: dict[str, Any] = {"by": by, "total": total, "offset": offset, "limit": limit, "items": page}
     if by == "annotator":
         per: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -217,7 +221,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
 
     @app.get("/api/campaigns/{cid}/review", tags=["review"])
     def review(
-        cid: int,
+        cid: Id,
         admin: AdminUser,
         by: By = Query("item", description="item | annotator | agreement (least agreement first)"),
         max_agreement: float | None = Query(
@@ -235,7 +239,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
     @app.get("/api/campaigns/{cid}/review.html", tags=["review"], response_class=HTMLResponse)
     def review_html(
         request: Request,
-        cid: int,
+        cid: Id,
         admin: AdminUser,
         by: By = Query("item"),
         max_agreement: float | None = Query(None, ge=0, le=1),
@@ -255,7 +259,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
         )
 
     @app.get("/api/campaigns/{cid}/report.html", tags=["admin"], response_class=HTMLResponse)
-    def report_html(request: Request, cid: int, admin: AdminUser) -> HTMLResponse:
+    def report_html(request: Request, cid: Id, admin: AdminUser) -> HTMLResponse:
         """The quality report as server-rendered HTML (the report page's body)."""
         with store.read() as s:
             c = get_campaign(s, cid, admin)
@@ -266,14 +270,14 @@ def add_routes(app: FastAPI, store: Store) -> None:
         )
 
     @app.post("/api/judgments/{jid}/review", tags=["review"])
-    def review_judgment(jid: int, body: ReviewIn, admin: AdminUser) -> dict[str, Any]:
+    def review_judgment(jid: Id, body: ReviewIn, admin: AdminUser) -> dict[str, Any]:
         """Accept or reject a judgment (null: back to unreviewed). Rejected ones leave every export."""
         with store.write() as s:
             j = set_review(s, jid, body.review, admin.id)
             return {"judgment_id": j.id, "review": j.review}
 
     @app.post("/api/items/{item_id}/comments", tags=["review"])
-    def comment(item_id: int, body: NoteIn, admin: AdminUser) -> dict[str, Any]:
+    def comment(item_id: Id, body: NoteIn, admin: AdminUser) -> dict[str, Any]:
         """An admin's comment on an item (shown on the review page)."""
         with store.write() as s:
             item = s.get(Item, item_id)
@@ -291,7 +295,7 @@ def add_routes(app: FastAPI, store: Store) -> None:
             return {"id": note.id, "item_id": item.id, "kind": note.kind, "text": note.text}
 
     @app.post("/api/tasks/{task_id}/problem", tags=["annotation"])
-    def report_problem(task_id: int, body: NoteIn, user: CurrentUser) -> dict[str, Any]:
+    def report_problem(task_id: Id, body: NoteIn, user: CurrentUser) -> dict[str, Any]:
         """ "Can't judge / report a problem": stores the annotator's reason for the admins' review
         page and skips the task (like POST /api/tasks/{task_id}/skip)."""
         with store.write() as s:

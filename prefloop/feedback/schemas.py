@@ -8,10 +8,14 @@ every response exactly once, is a rating inside the campaign's scale - live in
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -26,23 +30,73 @@ Strength = Literal["significantly_better", "better", "slightly_better", "negligi
 Choice = Literal["a", "b", "tie", "both_bad"]
 
 
+INT64_MAX = 2**63 - 1
+"""The largest id either database stores; larger numbers are a 4xx, never a query."""
+NAME_MAX, PASSWORD_MIN, PASSWORD_MAX = 200, 8, 1000
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules shared by the API and the CLI (one function each, so the two cannot drift apart)
+
+
+def user_name_problem(name: Any) -> str | None:
+    """Why `name` cannot be a user name, or None. Names are compared case-insensitively."""
+    if not isinstance(name, str) or not name:
+        return "user name: empty"
+    if len(name) > NAME_MAX:
+        return f"user name: longer than {NAME_MAX} characters"
+    if any(c.isspace() or c == "/" or not c.isprintable() for c in name):
+        return f"user name {name!r}: no spaces, '/' or control characters allowed"
+    return None
+
+
+def password_problem(password: Any) -> str | None:
+    """Why `password` cannot be a password, or None."""
+    if not isinstance(password, str) or len(password) < PASSWORD_MIN:
+        return f"password: at least {PASSWORD_MIN} characters"
+    if len(password) > PASSWORD_MAX:
+        return f"password: at most {PASSWORD_MAX} characters"
+    return None
+
+
+def _checked(problem_of: Any) -> Any:
+    def check(value: Any) -> Any:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return check
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty (or only whitespace)")
+    return value
+
+
+UserName = Annotated[str, AfterValidator(_checked(user_name_problem))]
+Password = Annotated[str, AfterValidator(_checked(password_problem))]
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
 
 
 class LoginIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=1, max_length=1000)
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
 
 
 class UserIn(_Strict):
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\s/]+$")
+    name: UserName
     role: Literal["admin", "annotator"] = "annotator"
-    password: str | None = Field(default=None, min_length=8, max_length=1000)
+    password: Password | None = None
 
 
 class CampaignIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: NonBlank = Field(max_length=200)
     feedback_types: list[FeedbackType] = Field(min_length=1)
     overlap: int = Field(default=1, ge=1, le=1000)
     anonymous: bool = True
@@ -67,7 +121,7 @@ class CampaignIn(_Strict):
 class CampaignPatch(_Strict):
     """Fields of a campaign an admin may change (PATCH /api/campaigns/{cid}); unset = unchanged."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: NonBlank | None = Field(default=None, max_length=200)
     feedback_types: list[FeedbackType] | None = Field(default=None, min_length=1)
     overlap: int | None = Field(default=None, ge=1, le=1000)
     anonymous: bool | None = None
@@ -115,10 +169,10 @@ class AnnotatorsIn(_Strict):
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not name or len(name) > 200 or any(c.isspace() or c == "/" for c in name):
-                raise ValueError(f"invalid annotator name {name!r} (1-200 chars, no spaces or '/')")
-        if len(set(v)) != len(v):
-            raise ValueError("names lists an annotator twice")
+            if problem := user_name_problem(name):
+                raise ValueError(problem)
+        if len({n.lower() for n in v}) != len(v):
+            raise ValueError("names lists an annotator twice (names are case-insensitive)")
         return v
 
 
@@ -128,7 +182,7 @@ class Message(_Strict):
 
 
 class ResponseIn(_Strict):
-    text: str = Field(max_length=1_000_000)
+    text: NonBlank = Field(max_length=1_000_000)
     model: str | None = Field(default=None, max_length=500)
     checkpoint: str | None = Field(default=None, max_length=1000)
 
@@ -140,6 +194,10 @@ class ItemIn(_Strict):
 
     @model_validator(mode="after")
     def _gold(self) -> ItemIn:
+        if isinstance(self.prompt, str) and not self.prompt.strip():
+            raise ValueError("prompt: empty (or only whitespace)")
+        if isinstance(self.prompt, list) and not any(m.content.strip() for m in self.prompt):
+            raise ValueError("prompt: no message with text")
         if self.gold is not None:
             problem = validate_gold(self.gold, len(self.responses))
             if problem:
@@ -152,13 +210,33 @@ class ItemsIn(_Strict):
 
 
 # Response ids and values are strict (no "3" for 3, no true for 1); dict keys are parsed from
-# JSON's string keys.
+# JSON's string keys, which must be written canonically ("2", not "+2" or "02"), so two keys
+# can never name one response.
 Score = StrictInt | StrictFloat
+_CANONICAL_ID = re.compile(r"(0|[1-9][0-9]{0,18})")
+
+
+def _canonical_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and not _CANONICAL_ID.fullmatch(key):
+                raise ValueError(f'key {key!r} is not a response id (write ids as plain digits, e.g. "2")')
+    return value
+
+
+def _finite_scores(value: Any) -> Any:
+    for key, score in (value or {}).items():
+        if isinstance(score, float) and not math.isfinite(score):
+            raise ValueError(f"score for {key} is not a finite number")
+    return value
+
+
+ResponseId = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 
 
 class Pairwise(_Strict):
-    a: StrictInt
-    b: StrictInt
+    a: ResponseId
+    b: ResponseId
     choice: Choice
     strength: Strength | None = None
 
@@ -172,16 +250,18 @@ class Pairwise(_Strict):
 
 
 class Edit(_Strict):
-    response_id: StrictInt
+    response_id: ResponseId
     text: str = Field(min_length=1, max_length=1_000_000)
 
 
 class SubmitIn(_Strict):
     idempotency_key: str = Field(min_length=1, max_length=200)
     pairwise: Pairwise | None = None
-    ranking: list[list[StrictInt]] | None = None
-    ratings: dict[int, Score] | None = None
-    thumbs: dict[int, StrictBool] | None = None
+    ranking: list[list[ResponseId]] | None = Field(default=None, max_length=64)
+    ratings: Annotated[
+        dict[int, Score] | None, BeforeValidator(_canonical_keys), AfterValidator(_finite_scores)
+    ] = None
+    thumbs: Annotated[dict[int, StrictBool] | None, BeforeValidator(_canonical_keys)] = None
     critique: str | None = Field(default=None, max_length=100_000)
     edit: Edit | None = None
 

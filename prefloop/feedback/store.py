@@ -14,6 +14,7 @@ Tables (one campaign = prompts x candidate responses shown to annotators):
                         admin's review (accepted | rejected | none; rejected ones are never exported)
     item_notes          per-item notes: an admin's review comment, or an annotator's
                         "can't judge / report a problem" (kind comment | problem)
+    server_settings     key/value: the secret behind annotators' opaque response ids
 
 SQLite (the default) runs in WAL mode with a busy timeout, foreign keys on and synchronous=FULL,
 so an acknowledged commit survives a crash of the process or the machine. Write requests
@@ -46,6 +47,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     or_,
     select,
 )
@@ -82,6 +84,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), nullable=False)
     password_hash: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+Index("uq_users_name_lower", func.lower(User.name), unique=True)  # names are case-insensitive
 
 
 class ApiToken(Base):
@@ -197,6 +202,19 @@ class ItemNote(Base):
     kind: Mapped[str] = mapped_column(String(20), nullable=False)  # comment | problem
     text: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
+class ServerSetting(Base):
+    __tablename__ = "server_settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+def server_setting(session: Session, key: str) -> str:
+    row = session.get(ServerSetting, key)
+    if row is None:
+        raise RuntimeError(f"server setting {key!r} missing: run the migrations (prefloop serve does)")
+    return row.value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@ Provenance
   InstructGPT eq. 1):   L = −mean_b log σ(r_c − r_r)
 - Margin (Touvron et al. 2023, Llama 2, eq. 2):   L = −mean_b log σ(r_c − r_r − m(r)),
   m ≥ 0 larger for clearer preferences.
+- Soft labels (Bai et al. 2022, Constitutional AI §4.1: preference-model targets from the AI
+  labeler's normalized probabilities): with q = P(chosen ≻ rejected) the target,
+      L = −mean_b [q log σ(z) + (1 − q) log σ(−z)],   z = r_c − r_r (− m);   q = 1 is the above.
 - K-wise pairwise loss (InstructGPT eq. 1, as in the seeds):
       L = −1/C(K,2) · Σ_{i better than j} log σ(r_i − r_j)     per prompt, then mean over prompts.
 - Plackett–Luce listwise loss (Plackett 1975; Zhu, Jordan & Jiao 2023, "Principled RLHF with
@@ -13,7 +16,7 @@ Provenance
 
 Tensor shapes
 -------------
-chosen_rewards, rejected_rewards, margin: [B] (margin may also be a float).
+chosen_rewards, rejected_rewards, margin, soft_label: [B] (margin may also be a float).
 rewards, mask, ranks: [B, K], rows ordered best → worst unless ``ranks`` says otherwise.
 
 Deviations
@@ -51,8 +54,10 @@ def bradley_terry_loss(
     chosen_rewards: torch.Tensor,
     rejected_rewards: torch.Tensor,
     margin: torch.Tensor | float | None = None,
+    soft_label: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean of −log σ(r_c − r_r − m). Returns (loss, metrics).
+    """Mean of −log σ(r_c − r_r − m), or with soft targets q of −[q log σ(z) + (1 − q) log σ(−z)].
+    Returns (loss, metrics).
 
     Metrics: ``accuracy`` (share with r_c > r_r), ``margin`` (mean r_c − r_r),
     ``chosen_reward`` / ``rejected_reward`` (means), and ``target_margin`` (mean m) when given.
@@ -65,7 +70,13 @@ def bradley_terry_loss(
         if m.dim() > 0 and m.shape != diff.shape:
             raise ValueError(f"margin shape {tuple(m.shape)} must equal rewards shape {tuple(diff.shape)}")
         logits = diff - m
-    loss = -F.logsigmoid(logits).mean()
+    if soft_label is None:
+        loss = -F.logsigmoid(logits).mean()
+    else:
+        q = torch.as_tensor(soft_label, dtype=diff.dtype, device=diff.device)
+        if q.shape != diff.shape or bool(((q < 0) | (q > 1)).any()):
+            raise ValueError(f"soft_label must be probabilities in [0, 1] of shape {tuple(diff.shape)}")
+        loss = -(q * F.logsigmoid(logits) + (1 - q) * F.logsigmoid(-logits)).mean()
     with torch.no_grad():
         metrics = {
             "accuracy": (diff > 0).float().mean().item(),

@@ -85,6 +85,7 @@ __all__ = [
     "group_advantages",
     "kl_loss",
     "kl_penalized_rewards",
+    "logprob_mismatch",
     "ppo_policy_loss",
     "ptx_loss",
     "reinforce_plus_plus_advantages",
@@ -394,6 +395,26 @@ def ptx_loss(
         raise ValueError(f"ptx coef must be >= 0, got {coef}")
     nll = aggregate_loss(-logps, mask, aggregation)
     return coef * nll, {"ptx/nll": nll.item(), "ptx/coef": float(coef)}
+
+
+def logprob_mismatch(
+    sampler_logps: torch.Tensor, trainer_logps: torch.Tensor, mask: torch.Tensor
+) -> dict[str, float]:
+    """How far the generator's log-probs are from the trainer's recomputation of the same tokens.
+
+    Metrics over real tokens: logprobs/mismatch_mean (mean |Δ|), logprobs/mismatch_max (max |Δ|),
+    logprobs/mismatch_bias (mean Δ = trainer − sampler). Nonzero means the importance ratio of the
+    first PPO step is not 1 (different kernels, dtypes, padding, or sampling settings).
+    """
+    _check_bt(sampler_logps=sampler_logps, trainer_logps=trainer_logps, mask=mask)
+    with torch.no_grad():
+        delta = trainer_logps.detach().double() - sampler_logps.detach().double()
+        real = mask.bool()
+        return {
+            "logprobs/mismatch_mean": masked_mean(delta.abs(), mask).item(),
+            "logprobs/mismatch_max": delta.abs()[real].max().item() if real.any() else 0.0,
+            "logprobs/mismatch_bias": masked_mean(delta, mask).item(),
+        }
 
 
 # --------------------------------------------------------------------------- KL controllers

@@ -2,7 +2,7 @@
 
 A gold judge stands in for what people actually want, so a demo or benchmark can say
 whether training improved a policy without humans in the loop. Training never sees it
-directly: annotators are simulated from it with noise (`prefloop.feedback.teachers`), and
+directly: annotators are simulated from it with noise (`prefloop.teachers.simulated`), and
 only their labels reach the reward model and DPO.
 
 `SentimentGold` — the built-in task "warm, positive, helpful short replies":

@@ -3,6 +3,9 @@
 The text is tokenized exactly as in training (`prefloop.data.tokenize.encode`: the chat
 template when the tokenizer has one, the end-of-turn token after the response), so the
 scores are on the scale the model learned, with mean 0 over its training responses.
+
+The reward model has its own tokenizer (MiniLM's WordPiece, SmolLM2's BPE, ...), which may differ
+from the policy's: it scores the decoded text, never the policy's token ids.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from prefloop.data.records import PromptText
 
 
 class RewardModelScorer:
-    """A `RewardFn` backed by an AutoModelForSequenceClassification with one output."""
+    """A `RewardFn` backed by an AutoModelForSequenceClassification with one output.
+
+    A directory whose tokenizer or model cannot be loaded raises `RewardError` naming it.
+    """
 
     def __init__(
         self,
@@ -25,12 +31,26 @@ class RewardModelScorer:
         max_length: int = 512,
         max_prompt_length: int = 256,
         device: str = "auto",
+        name: str | None = None,
     ):
-        from prefloop.models.load import load_reward_model, load_tokenizer, resolve_device
+        from prefloop.models.load import ModelLoadError, load_reward_model, load_tokenizer, resolve_device
+        from prefloop.rewards.base import RewardError
 
+        self.path = Path(path)
+        self.name = name or f"rm:{path}"
         self.device = resolve_device(device)
-        self.tokenizer = load_tokenizer(str(path))
-        self.model = load_reward_model(str(path)).to(self.device).eval()
+        try:
+            self.tokenizer = load_tokenizer(str(path))
+        except (ModelLoadError, OSError, ValueError) as exc:
+            raise RewardError(
+                f"reward model {str(path)!r}: cannot load its tokenizer: {' '.join(str(exc).split())}"
+            ) from None
+        try:
+            self.model = load_reward_model(str(path)).to(self.device).eval()
+        except (ModelLoadError, OSError, ValueError) as exc:
+            raise RewardError(
+                f"reward model {str(path)!r}: cannot load the model: {' '.join(str(exc).split())}"
+            ) from None
         self.batch_size = batch_size
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length

@@ -58,6 +58,10 @@ class TrainConfig:
     """Dropout on the LoRA branch."""
     lora_target_modules: list[str] | None = None
     """Module names to adapt (default: the model family's attention and MLP projections)."""
+    packing: bool = True
+    """Run each micro-batch as one padding-free row (prefloop.models.packing); --no-packing pads to the longest sequence."""
+    share_prefix: bool = True
+    """With packing: store a prefix shared by several sequences once (a prompt and its responses, the chat template's system turn); causal models only."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -25,6 +25,9 @@ Choices and deviations
 - Sequence log-probs are summed over response tokens (`logp_average=sum`, the papers' form) or
   averaged per token (`mean`); a loop choice, the losses do not know.
 - The LM head runs only at response positions (`response_logps`).
+- Packing (default; `--no-packing` pads): a micro-batch's sequences run as one padding-free row
+  in which a pair's (or ranking's) shared prompt is computed once (`models.packing`); the
+  log-probs are the padded batch's to float tolerance.
 - KTO's mismatched pairs: the KTO paper shifts completions by one inside each batch. Here the
   shift is over the dataset order (record i's prompt with record i+1's completion), which is as
   arbitrary a pairing and lets the reference side be precomputed; z0 is the mean over the whole
@@ -45,9 +48,9 @@ from typing import Any, Literal
 import torch
 
 from prefloop.models.load import torch_dtype
-from prefloop.models.logps import response_logps
+from prefloop.models.packing import sequence_logps
 from prefloop.models.reference import Reference
-from prefloop.train.batches import ranked_table, to_device
+from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
 from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
 from prefloop.train.schedule import split_eval, weighted_metrics
@@ -147,16 +150,10 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
 def seq_logps(
     model: torch.nn.Module, seqs: Sequence[Any], pad_id: int, cfg: PreferenceConfig, device: torch.device
 ) -> torch.Tensor:
-    """Sequence log-probs [N] of tokenized sequences in one forward pass."""
-    from prefloop.data.tokenize import pad_batch
-
-    batch = to_device(pad_batch(seqs, pad_id), device)
-    logps, _ = response_logps(
-        model,
-        batch["input_ids"],
-        batch["attention_mask"],
-        batch["response_mask"],
-        average=cfg.logp_average == "mean",
+    """Sequence log-probs [N] of tokenized sequences in one forward pass (packed, prefix-shared
+    when the model has packing enabled: a pair's prompt runs once for both responses)."""
+    logps, _ = sequence_logps(
+        model, seqs, pad_id, device, average=cfg.logp_average == "mean", share_prefix=cfg.share_prefix
     )
     return logps
 

@@ -33,7 +33,8 @@ from typing import Literal
 import torch
 
 from prefloop.models.load import torch_dtype
-from prefloop.train.batches import ranked_table, to_device
+from prefloop.models.packing import sequence_rewards
+from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
 from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, start_run
 from prefloop.train.schedule import split_eval
@@ -51,6 +52,8 @@ class RewardConfig(TrainConfig):
     """Peak learning rate of AdamW."""
     use_margin: bool = True
     """Use each pair's margin (Llama 2 margin loss) when the data has margins."""
+    soft_labels: bool = True
+    """Use a pair's meta['p_chosen'] (an AI judge's P(chosen ≻ rejected)) as a soft Bradley–Terry target when given."""
     ranking_kind: Literal["pairwise", "plackett_luce"] = "pairwise"
     """Loss for ranked data: all C(K,2) pairs per prompt, or the Plackett-Luce listwise likelihood."""
     eval_fraction: float = 0.1
@@ -102,6 +105,7 @@ def tokenize(records, tokenizer, cfg: RewardConfig) -> list[dict]:
                     "seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)],
                     "ranks": [0, 1],
                     "margin": r.margin,
+                    "p_chosen": r.meta.get("p_chosen") if cfg.soft_labels else None,
                 }
             )
         else:
@@ -122,13 +126,10 @@ def load_model(cfg: RewardConfig, device: torch.device):
     return tokenizer, prepare_trainable(model, cfg, "SEQ_CLS").to(device)
 
 
-def score_seqs(model, seqs, pad_id: int, device) -> torch.Tensor:
-    """Scalar rewards [N] of tokenized sequences (one forward pass)."""
-    from prefloop.data.tokenize import pad_batch
-
-    batch = to_device(pad_batch(seqs, pad_id), device)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    return out.logits[:, 0].float()
+def score_seqs(model, seqs, pad_id: int, device, share_prefix: bool = True) -> torch.Tensor:
+    """Scalar rewards [N] of tokenized sequences (one forward pass; packed when the model has
+    packing enabled, with shared prompts computed once on a causal backbone)."""
+    return sequence_rewards(model, seqs, pad_id, device, share_prefix=share_prefix)
 
 
 def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
@@ -136,14 +137,20 @@ def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
     from prefloop.losses import bradley_terry_loss, ranking_loss
 
     seqs = [s for item in items for s in item["seqs"]]
-    rewards = score_seqs(model, seqs, pad_id, device)
+    rewards = score_seqs(model, seqs, pad_id, device, cfg.share_prefix)
     tokens = sum(len(s.input_ids) for s in seqs)
     if all_pairs(items):
         chosen, rejected = rewards[0::2], rewards[1::2]
         margin = None
         if cfg.use_margin and any(item["margin"] is not None for item in items):
             margin = torch.tensor([item["margin"] or 0.0 for item in items], device=rewards.device)
-        loss, metrics = bradley_terry_loss(chosen, rejected, margin)
+        soft = None
+        if any(item.get("p_chosen") is not None for item in items):
+            soft = torch.tensor(
+                [1.0 if item.get("p_chosen") is None else float(item["p_chosen"]) for item in items],
+                device=rewards.device,
+            )
+        loss, metrics = bradley_terry_loss(chosen, rejected, margin, soft)
     else:
         table, mask, ranks = ranked_table(rewards, items)
         loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
@@ -161,7 +168,8 @@ def evaluate(model, items, pad_id: int, cfg: RewardConfig, device) -> dict[str, 
         loss, _, weight, _ = batch_loss(model, chunk, pad_id, cfg, device)
         loss_sum += loss.item() * weight
         weight_sum += weight
-        rewards = score_seqs(model, [s for item in chunk for s in item["seqs"]], pad_id, device).tolist()
+        seqs = [s for item in chunk for s in item["seqs"]]
+        rewards = score_seqs(model, seqs, pad_id, device, cfg.share_prefix).tolist()
         pos = 0
         for item in chunk:
             r, rk = rewards[pos : pos + len(item["seqs"])], item["ranks"]
@@ -187,7 +195,9 @@ def mean_training_reward(model, items, pad_id: int, cfg: RewardConfig, device) -
     seqs = list(unique.values())
     total = 0.0
     for i in range(0, len(seqs), cfg.batch_size):
-        total += score_seqs(model, seqs[i : i + cfg.batch_size], pad_id, device).sum().item()
+        total += (
+            score_seqs(model, seqs[i : i + cfg.batch_size], pad_id, device, cfg.share_prefix).sum().item()
+        )
     return total / max(len(seqs), 1)
 
 

@@ -68,10 +68,15 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
 
 
 def prepare_trainable(model: torch.nn.Module, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
-    """`model` set up for training as `cfg` says: no KV cache, gradient checkpointing, LoRA of `task_type`."""
+    """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
+    LoRA of `task_type`."""
     from prefloop.models.load import apply_lora
 
     model.config.use_cache = False
+    if cfg.packing:
+        from prefloop.models.packing import enable_packing
+
+        enable_packing(model)  # padded batches still work; packed ones skip padding (models.packing)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.lora:
@@ -207,13 +212,11 @@ class Run:
             write_json(self.output_dir / name, data)
 
     def save_final(self, tokenizer: Any) -> Path:
-        """OUTPUT/final (merged when LoRA) and OUTPUT/adapter, written by rank 0; all ranks wait."""
-        from prefloop.models.load import save_final as _save_final
-
+        """OUTPUT/final (merged when LoRA), OUTPUT/adapter and the run report, written by rank 0; all ranks wait."""
         self.model.eval()
         full = self.dist.full_model(self.train_model)  # gathered from the shards on rank 0 (a collective)
         if full is not None:
-            _save_final(full, tokenizer, self.output_dir)
+            save_final(full, tokenizer, self.output_dir)
         self.dist.barrier()
         return self.output_dir / "final"
 
@@ -340,9 +343,11 @@ def start_run(
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, output_dir: Path) -> Path:
-    """OUTPUT/final (merged when LoRA) and OUTPUT/adapter via prefloop.models.load.save_final (one process; see `Run.save_final`)."""
+    """OUTPUT/final (merged when LoRA), OUTPUT/adapter, and OUTPUT/report.html of the finished run (one process; see `Run.save_final`)."""
     from prefloop.models.load import save_final as _save_final
+    from prefloop.train.report import write_run_report
 
     model.eval()
     _save_final(model, tokenizer, output_dir)
+    write_run_report(output_dir)
     return output_dir / "final"

@@ -15,6 +15,9 @@ Deviations / choices
   the mean of per-micro-batch means), so batch 8, batch 4 x accum 2 and 2 processes x batch 4
   give the same gradient.
 - Prompt tokens carry no loss (masked), and the end-of-turn token closing the response does.
+- Packing (default; `--no-packing` pads to the longest): a micro-batch's demonstrations run as
+  one padding-free row, the chat template's common system turn computed once
+  (`models.packing`). Unlike TRL's packing, a batch is still `batch_size` demonstrations.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 
 from prefloop.models.logps import response_logps
+from prefloop.models.packing import sequence_logps
 from prefloop.train.batches import to_device
 from prefloop.train.config import TrainConfig, run_cli
 from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
@@ -85,8 +89,6 @@ def evaluate(model, seqs, pad_id: int, cfg: SFTConfig, device) -> dict[str, floa
 
 def train(cfg: SFTConfig, records=None) -> Path:
     """Fine-tune cfg.model on demonstrations; returns OUTPUT/final."""
-    from prefloop.data.tokenize import pad_batch
-
     device = begin(cfg)
     train_records, eval_records = load_records(cfg, records)
     out = prepare_output_dir(cfg)
@@ -99,21 +101,18 @@ def train(cfg: SFTConfig, records=None) -> Path:
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        batches = [pad_batch([seqs[i] for i in ids], pad_id) for ids in run.micro_batches(step)]
+        micro = [[seqs[i] for i in ids] for ids in run.micro_batches(step)]
         # Each micro-batch's token-mean loss, weighted by its share of the response tokens of the
         # whole step on every rank: the step's loss is the token mean of the full batch.
-        counts = [int(b["response_mask"][:, 1:].sum()) for b in batches]
+        counts = [sum(sum(s.response_mask[1:]) for s in chunk) for chunk in micro]
         weights, scales = run.loss_weights(step, counts)
         parts, tokens = [], 0
-        for i, (batch, weight, scale) in enumerate(zip(batches, weights, scales)):
-            batch = to_device(batch, device)
-            sums, _ = response_logps(
-                run.train_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-            )
+        for i, (chunk, weight, scale) in enumerate(zip(micro, weights, scales)):
+            sums, _ = sequence_logps(run.train_model, chunk, pad_id, device, share_prefix=cfg.share_prefix)
             loss = -sums.sum() / max(counts[i], 1)
-            run.backward(loss * scale, last=i == len(batches) - 1)
+            run.backward(loss * scale, last=i == len(micro) - 1)
             parts.append(({"loss": loss.item()}, weight))
-            tokens += int(batch["attention_mask"].sum()) if weight > 0 else 0
+            tokens += sum(len(s) for s in chunk) if weight > 0 else 0
         metrics = run.reduce_metrics(parts)
         (metrics["response_tokens"],) = run.dist.sum([sum(weights)])
         if run.due_for_eval(step) and eval_seqs:

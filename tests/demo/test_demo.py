@@ -107,3 +107,13 @@ def test_real_demo_improves_gold_score(tmp_path):
     summary = run(DemoConfig(output_dir=str(tmp_path)))
     assert summary["gold"]["after"] > summary["gold"]["before"] + 0.1
     assert summary["timings_s"]["total"] < 20 * 60
+
+
+def test_demo_with_the_ai_judge_as_teacher(tmp_path):
+    summary = run(DemoConfig(output_dir=str(tmp_path), teacher="ai", judge="tiny", **TINY))
+    assert summary["annotator"]["teacher"] == "ai"
+    judge = summary["annotator"]["judge"]
+    # 3 prompts x C(3, 2) pairs, each asked in both orders
+    assert judge["pairs"] == 9 and judge["queries"] == 18
+    assert (tmp_path / "judge_cache.sqlite").is_file()
+    assert 0.0 <= summary["annotator"]["agreement"] <= 1.0

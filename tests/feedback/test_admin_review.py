@@ -276,6 +276,10 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     assert (
         s.api("GET", f"/api/campaigns/{camp.id}/review?max_agreement=0.5", token=admin).json()["total"] == 0
     )
+    paged = s.api("GET", f"/api/campaigns/{camp.id}/review?limit=1&offset=1", token=admin).json()
+    assert paged["total"] == 2 and [i["item_id"] for i in paged["items"]] == [data["items"][1]["item_id"]]
+    html = s.api("GET", f"/api/campaigns/{camp.id}/review.html?limit=1&offset=1", token=admin).text
+    assert 'data-offset="0"' in html  # the pager leads back to the first page
     by_annotator = s.api(
         "GET", f"/api/campaigns/{camp.id}/review?by=annotator&annotator=rv3", token=admin
     ).json()
@@ -423,3 +427,39 @@ def test_markdown_keeps_formatting_and_code() -> None:
     )
     assert render_markdown('```x" onclick="y\ncode\n```').count("onclick") <= 1
     assert 'class="language-x"' not in render_markdown('```x" onclick="y\ncode\n```')
+
+
+@pytest.mark.postgres
+def test_upload_review_and_export_on_postgres(server_factory: Any, pg_url: str) -> None:
+    """The same path on PostgreSQL: create by upload, judge, reject one, the export leaves it out."""
+    s = server_factory(pg_url)
+    items = jsonl([{"prompt": f"pg {i}", "responses": [f"pg ans {x}" for x in "xyz"]} for i in range(2)])
+    r = s.api(
+        "POST",
+        "/api/campaigns/upload",
+        token=s.admin_token,
+        data={"campaign": spec("pg"), "annotators": "pg1 pg2"},
+        files=[("files", ("pg.jsonl", items, "text/plain"))],
+    )
+    assert r.status_code == 200, r.text
+    cid = r.json()["campaign"]["id"]
+    tokens = {a["name"]: a["token"] for a in r.json()["annotators"]}
+    s.tokens.update(tokens)
+    first = rank_every_task(s, cid, tokens["pg1"], ["x", "y", "z"], critique="fine")
+    rank_every_task(s, cid, tokens["pg2"], ["z", "y", "x"])
+    r = s.api("POST", f"/api/judgments/{first[0]}/review", token=s.admin_token, json={"review": "rejected"})
+    assert r.status_code == 200
+    lines = s.api("GET", f"/api/campaigns/{cid}/export?kind=ranked", token=s.admin_token).text.splitlines()
+    assert len(lines) == 3 and first[0] not in [json.loads(x)["meta"]["judgment_id"] for x in lines]
+    task = s.api(
+        "POST",
+        f"/api/campaigns/{cid}/items/upload",
+        token=s.admin_token,
+        files=[("files", ("more.jsonl", items, "text/plain"))],
+    )
+    assert task.json()["created"] == 2
+    data = s.api("GET", f"/api/campaigns/{cid}/review?by=agreement", token=s.admin_token).json()
+    assert data["total"] == 2 and {j["review"] for i in data["items"] for j in i["judgments"]} == {
+        None,
+        "rejected",
+    }

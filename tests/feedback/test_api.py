@@ -77,10 +77,16 @@ def test_annotation_workflow_next_submit_skip_undo(server: ServerProcess) -> Non
     third = _next(server, tok, camp.id)
     assert third["progress"] == {"done": 2, "submitted": 1, "skipped": 1, "total": 3}
 
-    # Undo brings the submitted task back, with what was sent, and drops it from the results.
+    # Undo takes back the last action first: the skip (the task is pending again) ...
+    r = server.api("POST", f"/api/campaigns/{camp.id}/undo", tok)
+    assert r.status_code == 200, r.text
+    assert r.json()["undone"] == "skip" and r.json()["task"]["task_id"] == second["task"]["task_id"]
+    assert _next(server, tok, camp.id)["progress"] == {"done": 1, "submitted": 1, "skipped": 0, "total": 3}
+    # ... then the submission: back with what was sent, and dropped from the results.
     r = server.api("POST", f"/api/campaigns/{camp.id}/undo", tok)
     assert r.status_code == 200, r.text
     undone = r.json()
+    assert undone["undone"] == "submission"
     assert undone["task"]["task_id"] == task["task_id"] and undone["undone_judgment_id"] == jid
     assert undone["previous"]["ranking"] == [[b], [a, c]]
     assert server.api("GET", f"/api/campaigns/{camp.id}/judgments", server.admin_token).json() == []
@@ -96,7 +102,10 @@ def test_annotation_workflow_next_submit_skip_undo(server: ServerProcess) -> Non
     )
     assert r.status_code == 200 and r.json()["judgment_id"] != jid
     stored = server.api("GET", f"/api/campaigns/{camp.id}/judgments", server.admin_token).json()
-    assert [j["payload"] for j in stored] == [{"ranking": [[a], [b], [c]]}]
+    # Stored with database ids (the annotator's ids are per-task aliases): map back by text.
+    real = {r["text"]: r["id"] for r in stored[0]["responses"]}
+    shown = {r["id"]: real[r["text"]] for r in task["responses"]}
+    assert [j["payload"] for j in stored] == [{"ranking": [[shown[a]], [shown[b]], [shown[c]]]}]
 
 
 def test_anonymous_hides_models_until_submitted(server: ServerProcess) -> None:
@@ -417,7 +426,7 @@ def test_malformed_input_is_rejected_with_a_clear_message_and_changes_nothing(se
             f"/api/campaigns/{camp.id}/annotators",
             {"names": ["has space"]},
             422,
-            "invalid annotator name",
+            "user name",
         ),
         ("GET", f"/api/campaigns/{camp.id}/export?kind=everything", None, 422, "kind"),
         ("POST", "/api/users", {"name": "eve", "role": "root"}, 422, "role"),

@@ -78,6 +78,30 @@ def card_ids(page: Any) -> list[int]:
     ]
 
 
+def shown_texts(server: Any, page: Any, cid: int) -> dict[int, str]:
+    """The current task's cards as the API shows them to the logged-in annotator: id -> text."""
+    token = page.evaluate("localStorage.getItem('prefloop_token')")
+    task = server.api("GET", f"/api/campaigns/{cid}/next", token=token).json()["task"]
+    return {r["id"]: r["text"] for r in task["responses"]}
+
+
+def in_shown_ids(judgment: dict[str, Any], texts: dict[int, str]) -> dict[str, Any]:
+    """A stored payload (database ids) rewritten with the ids its annotator saw (opaque aliases)."""
+    shown_of_text = {t: i for i, t in texts.items()}
+    alias = {r["id"]: shown_of_text[r["text"]] for r in judgment["responses"]}
+    p = dict(judgment["payload"])
+    if "pairwise" in p:
+        p["pairwise"] = {**p["pairwise"], "a": alias[p["pairwise"]["a"]], "b": alias[p["pairwise"]["b"]]}
+    if "ranking" in p:
+        p["ranking"] = [[alias[r] for r in g] for g in p["ranking"]]
+    for key in ("ratings", "thumbs"):
+        if key in p:
+            p[key] = {str(alias[int(r)]): v for r, v in p[key].items()}
+    if "edit" in p:
+        p["edit"] = {**p["edit"], "response_id": alias[p["edit"]["response_id"]]}
+    return p
+
+
 def judgments(server: Any, cid: int) -> list[dict[str, Any]]:
     r = server.api("GET", f"/api/campaigns/{cid}/judgments", token=server.admin_token)
     r.raise_for_status()
@@ -137,6 +161,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     expect(page.locator("#message")).to_contain_text("Nothing to submit yet")
 
     a, b, c = card_ids(page)
+    texts1 = shown_texts(live_server, page, cid)
     # ranking by digits: focus starts on A and moves to the next unranked response: A=2, B=1, C=3
     for key in ("2", "1", "3"):
         page.keyboard.press(key)
@@ -173,7 +198,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     assert page.evaluate("window.marker") == 1, "the next task must load without a page reload"
     stored = judgments(live_server, cid)
     assert len(stored) == 1
-    p = stored[0]["payload"]
+    p = in_shown_ids(stored[0], texts1)
     assert p["ranking"] == [[b], [a], [c]]
     assert p["pairwise"] == {"a": a, "b": b, "choice": "b", "strength": "slightly_better"}
     assert p["ratings"] == {str(a): 6.0}
@@ -186,6 +211,7 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
 
     # task 2 with the mouse: a partial ranking is refused, then rating 4 + thumbs up on A
     a2, b2, c2 = card_ids(page)
+    texts2 = shown_texts(live_server, page, cid)
     assert a2 not in (a, b, c)
     page.keyboard.press("1")
     page.keyboard.press("Enter")
@@ -208,7 +234,8 @@ def test_annotate_with_keyboard_edit_skip_undo(live_server: Any, page: Any, shot
     page.keyboard.press("Control+Enter")  # resubmit the restored answer (fresh idempotency key)
     expect(page.locator("#progress")).to_have_text("2 / 3")
     again = judgments(live_server, cid)
-    assert len(again) == 2 and again[1]["payload"] == {"ratings": {str(a2): 4.0}, "thumbs": {str(a2): True}}
+    assert len(again) == 2
+    assert in_shown_ids(again[1], texts2) == {"ratings": {str(a2): 4.0}, "thumbs": {str(a2): True}}
 
     # skip the last task: nothing stored, the done panel appears
     page.keyboard.press("s")
@@ -337,6 +364,7 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     expect(page.locator("#progress")).to_have_text("0 / 2")
     expect(page.locator(".model-name").first).to_have_text("model-0")  # not anonymous: names shown
     a, b = card_ids(page)
+    texts = shown_texts(live_server, page, camp.id)
     page.keyboard.press("2")
     page.keyboard.press("q")
     expect(page.locator("#choice-b")).to_have_class(re.compile("selected"))
@@ -349,10 +377,293 @@ def test_login_errors_pairwise_digits_and_retry_keeps_key(live_server: Any, page
     assert len(keys) == 3 and keys[2] != keys[0]  # a new task gets a fresh key
     stored = judgments(live_server, camp.id)
     assert [j["payload"]["pairwise"]["choice"] for j in stored] == ["b", "both_bad"]
-    assert stored[0]["payload"]["pairwise"] == {
+    assert in_shown_ids(stored[0], texts)["pairwise"] == {
         "a": a,
         "b": b,
         "choice": "b",
         "strength": "significantly_better",
     }
+    assert page.dialogs == [] and page.errors == []
+
+
+def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> None:
+    """From 10 responses on, two digits typed in quick succession are one rank (1 0 = 10); a lone
+    1 counts once the typing window has passed."""
+    from playwright.sync_api import expect
+
+    live_server.api(
+        "POST",
+        "/api/users",
+        token=live_server.admin_token,
+        json={"name": "kim", "role": "annotator", "password": "kim-password"},
+    ).raise_for_status()
+    items = [{"prompt": "Twelve answers", "responses": [{"text": f"answer {j}"} for j in range(12)]}]
+    camp = live_server.create_campaign(
+        name="Twelve", annotators=["kim"], items=items, feedback_types=["ranking"], anonymous=False
+    )
+    login(page, live_server.base_url, "kim", "kim-password")
+    page.goto(f"{live_server.base_url}/annotate/{camp.id}")
+    expect(page.locator("#responses .response")).to_have_count(12)
+    expect(page.locator("#shortcuts")).to_contain_text("1 0 = rank 10")
+    ids = card_ids(page)
+    # A=10 B=12 C=3 D=1 (lone 1: wait for the window) E=2 F..K=4..9 L=11
+    page.keyboard.type("10")
+    expect(page.locator(f'.response[data-id="{ids[0]}"] .rank.selected')).to_have_text("10")
+    page.keyboard.type("12")
+    page.keyboard.press("3")  # no two-digit rank starts with 3: taken at once
+    expect(page.locator(f'.response[data-id="{ids[2]}"] .rank.selected')).to_have_text("3")
+    page.keyboard.press("1")
+    expect(page.locator(f'.response[data-id="{ids[3]}"] .rank-typing')).to_have_text("rank 1…")
+    expect(page.locator(f'.response[data-id="{ids[3]}"] .rank.selected')).to_have_text(
+        "1"
+    )  # after the window
+    for key in "2456789":
+        page.keyboard.press(key)
+    page.keyboard.type("11")
+    expect(page.locator("#ranking-text")).to_have_text(
+        "D  >  E  >  C  >  F  >  G  >  H  >  I  >  J  >  K  >  A  >  L  >  B"
+    )
+    # a lone 1 followed by another key: the 1 is taken first (K: back to L, then j...), here Enter submits
+    page.keyboard.press("Enter")
+    expect(page.locator("#done-panel")).to_be_visible()
+    (j,) = judgments(live_server, camp.id)
+    text_of = {
+        r["id"]: r["text"] for r in j["responses"]
+    }  # stored ids -> texts (cards show A..L in item order)
+    order = [3, 4, 2, 5, 6, 7, 8, 9, 10, 0, 11, 1]
+    assert [[text_of[r] for r in g] for g in j["payload"]["ranking"]] == [[f"answer {i}"] for i in order]
+    assert page.dialogs == [] and page.errors == []
+
+
+MARKDOWN_RESPONSE = (
+    "Use a **context manager**:\n\n```python\nwith open(path) as f:\n    data = f.read()\n```\n\n"
+    "See [the docs](https://docs.python.org/3/) or [this](javascript:alert(1)).\n"
+    '<img src=x onerror="alert(1)"> <b onmouseover="alert(2)">hover</b> ' + XSS
+)
+
+
+def test_admin_creates_campaign_by_upload_and_manages_it(
+    live_server: Any, page: Any, shots: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base = live_server.base_url
+    good = tmp_path / "samples.jsonl"
+    good.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"How do I read a file in Python? ({i})",
+                    "responses": [
+                        {"text": MARKDOWN_RESPONSE, "model": "m-md"},
+                        {"text": f"open it ({i})", "model": "m-short"},
+                    ],
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"prompt": "ok", "responses": ["a"]}\n{"prompt": "no responses"}\n')
+
+    login(page, base, "admin", live_server.admin_password)
+    page.click("#nav-admin")
+    page.wait_for_url(base + "/admin")
+    page.fill("#create-name", "Reading files")
+    page.check('#create-types input[value="pairwise"]')
+    page.fill("#create-overlap", "2")
+    page.fill("#create-guidelines", "Prefer **correct** answers.\n\n- check the code\n- ignore style")
+    page.fill("#create-annotators", "ann-x, ann-y")
+    # a bad file: nothing is created, the error names file, line and field
+    page.set_input_files("#create-files", [str(good), str(bad)])
+    page.click("#create-submit")
+    expect(page.locator("#message")).to_have_text(
+        "broken.jsonl:2: field 'responses': missing (generate them with `prefloop generate --num-responses K`)"
+    )
+    assert live_server.api("GET", "/api/campaigns", token=live_server.admin_token).json() == []
+    page.set_input_files("#create-files", [str(good)])
+    page.click("#create-submit")
+    expect(page.locator("#create-result")).to_contain_text("3 items, 6 tasks")
+    tokens = {
+        row.get_attribute("data-name"): row.locator("code.token").inner_text()
+        for row in page.locator("#create-result tr").all()
+    }
+    assert set(tokens) == {"ann-x", "ann-y"}
+    expect(page.locator("#campaign-table tbody tr")).to_have_count(1)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots / "admin.png"), full_page=True)
+    (camp,) = live_server.api("GET", "/api/campaigns", token=live_server.admin_token).json()
+    assert (camp["feedback_types"], camp["overlap"], camp["n_items"]) == (["ranking", "pairwise"], 2, 3)
+
+    # the campaign page: edit the guidelines, add an annotator, revoke a token
+    page.click("#created-link")
+    page.wait_for_url(f"{base}/admin/{camp['id']}")
+    expect(page.locator("#guidelines-preview strong")).to_have_text("correct")
+    page.fill("#settings-guidelines", "Prefer **correct** answers. Code must run:\n\n1. read it\n2. run it")
+    page.click("#settings-submit")
+    expect(page.locator("#message")).to_have_text("Settings saved.")
+    expect(page.locator("#guidelines-preview ol li")).to_have_count(2)
+    page.fill("#annotators-names", "ann-z")
+    page.click("#annotators-submit")
+    expect(page.locator("#token-result code.token")).to_have_count(1)
+    expect(page.locator("#annotator-table tbody tr")).to_have_count(3)
+    assert live_server.api("GET", "/api/me", token=tokens["ann-x"]).status_code == 200
+    page.click('#annotator-table tr[data-name="ann-x"] .revoke-all')
+    expect(page.locator("#message")).to_have_text("Revoked 1 token of ann-x.")
+    assert live_server.api("GET", "/api/me", token=tokens["ann-x"]).status_code == 401
+    expect(page.locator('#annotator-table tr[data-name="ann-x"] .token-count')).to_have_text("0 live")
+    page.click('#annotator-table tr[data-name="ann-x"] .issue-token')
+    expect(page.locator("#token-result")).to_contain_text("New token for ann-x")
+    new_token = page.locator("#token-result code.token").inner_text()
+    assert live_server.api("GET", "/api/me", token=new_token).status_code == 200
+    page.click('#annotator-table tr[data-name="ann-y"] .token-count')
+    expect(page.locator('#annotator-table tr[data-name="ann-y"] .token-row')).to_have_count(1)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(shots / "campaign.png"), full_page=True)
+    page.click('#annotator-table tr[data-name="ann-y"] .revoke-one')
+    expect(page.locator("#message")).to_have_text("Revoked 1 token of ann-y.")
+    assert live_server.api("GET", "/api/me", token=tokens["ann-y"]).status_code == 401
+    assert page.dialogs == [] and page.errors == []
+
+    # the annotator sees the guidelines and the responses as Markdown, with no script anywhere
+    page.click("#logout")
+    page.wait_for_url(base + "/login")
+    page.click("summary")
+    page.fill("#login-token", new_token)
+    page.click("#token-submit")
+    page.wait_for_url(base + "/")
+    page.goto(f"{base}/annotate/{camp['id']}")
+    expect(page.locator("#instructions strong")).to_have_text("correct")
+    expect(page.locator("#instructions ol li")).to_have_count(2)
+    md = page.locator(".response-text", has_text="context manager")
+    expect(md.locator("strong")).to_have_text("context manager")
+    expect(md.locator("pre code.language-python")).to_contain_text("with open(path) as f:")
+    expect(md.locator('a[href="https://docs.python.org/3/"]')).to_have_attribute(
+        "rel", "noopener noreferrer nofollow"
+    )
+    expect(md).to_contain_text(XSS)  # shown as text
+    hostile = page.evaluate(
+        """() => {
+        const root = document.querySelector('#responses');
+        const all = Array.from(root.querySelectorAll('*'));
+        return {
+          scripts: root.querySelectorAll('script, img, iframe, svg').length,
+          handlers: all.filter(e => Array.from(e.attributes).some(a => a.name.startsWith('on'))).length,
+          jsLinks: all.filter(e => /^\\s*javascript:/i.test(e.getAttribute('href') || '')).length,
+          bold: root.querySelectorAll('b').length,
+        };
+    }"""
+    )
+    assert hostile == {"scripts": 0, "handlers": 0, "jsLinks": 0, "bold": 0}
+    page.hover("text=hover")
+    page.screenshot(path=str(shots / "annotate-markdown.png"), full_page=True)
+    # can't judge: the report is stored, the task skipped, the next one shown
+    first = card_ids(page)
+    page.keyboard.press("p")
+    page.select_option("#problem-reason", "A response is unreadable or broken")
+    page.fill("#problem-text", "response A is cut off")
+    page.click("#problem-send")
+    expect(page.locator("#message")).to_contain_text("Reported")
+    assert card_ids(page) != first
+    review = live_server.api(
+        "GET", f"/api/campaigns/{camp['id']}/review", token=live_server.admin_token
+    ).json()
+    notes = [n for i in review["items"] for n in i["notes"]]
+    assert [(n["kind"], n["author"], n["text"]) for n in notes] == [
+        ("problem", "ann-x", "A response is unreadable or broken: response A is cut off")
+    ]
+    assert page.dialogs == [] and page.errors == []
+
+
+def test_review_page_reject_leaves_export(live_server: Any, page: Any, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    base = live_server.base_url
+    items = [
+        {
+            "prompt": f"Name a primary colour ({i}).",
+            "responses": [
+                {"text": "**Red**", "model": "m-good"},
+                {"text": "Green, I think.", "model": "m-ok"},
+                {"text": "`Purple`", "model": "m-bad"},
+            ],
+        }
+        for i in range(2)
+    ]
+    camp = live_server.create_campaign(
+        name="Colours",
+        annotators=["rita", "sam", "tess"],
+        items=items,
+        overlap=3,
+        feedback_types=["ranking", "critique"],
+    )
+
+    def rank(name: str, order: list[int], critique: str | None = None) -> None:
+        with live_server.client(camp.tokens[name]) as c:
+            while (task := c.get(f"/api/campaigns/{camp.id}/next").json()["task"]) is not None:
+                by_text = {r["text"]: r["id"] for r in task["responses"]}
+                texts = [r["text"] for r in items[0]["responses"]]
+                body: dict[str, Any] = {
+                    "idempotency_key": f"{name}-{task['task_id']}",
+                    "ranking": [[by_text[texts[k]]] for k in order],
+                }
+                if critique:
+                    body["critique"] = critique
+                c.post(f"/api/tasks/{task['task_id']}/submit", json=body).raise_for_status()
+
+    rank("rita", [0, 1, 2], critique="Red is primary; purple is not.")
+    rank("sam", [0, 1, 2])
+    rank("tess", [2, 1, 0], critique="I like purple.")
+
+    def exported_annotators() -> list[str]:
+        r = live_server.api(
+            "GET", f"/api/campaigns/{camp.id}/export?kind=ranked&mode=raw", token=live_server.admin_token
+        )
+        return sorted(json.loads(line)["meta"]["annotator"] for line in r.text.splitlines())
+
+    assert exported_annotators() == ["rita", "rita", "sam", "sam", "tess", "tess"]
+    login(page, base, "admin", live_server.admin_password)
+    page.goto(f"{base}/review/{camp.id}")
+    cards = page.locator("article.review-item")
+    expect(cards).to_have_count(2)
+    expect(cards.first.locator(".agreement")).to_have_text("agreement 33%")
+    expect(cards.first.locator(".review-response .model-name")).to_have_text(["m-good", "m-ok", "m-bad"])
+    expect(cards.first.locator(".review-response strong")).to_have_text("Red")  # Markdown
+    expect(cards.first.locator("dd.critique")).to_have_text(
+        ["Red is primary; purple is not.", "I like purple."]
+    )
+    # reject tess on the first item, accept rita
+    first = cards.first
+    first.locator('tr[data-annotator="tess"] button[data-review="rejected"]').click()
+    expect(page.locator("#message")).to_contain_text("rejected")
+    expect(page.locator("article.review-item").first.locator('tr[data-annotator="tess"]')).to_have_class(
+        re.compile("review-rejected")
+    )
+    page.locator("article.review-item").first.locator(
+        'tr[data-annotator="rita"] button[data-review="accepted"]'
+    ).click()
+    expect(
+        page.locator("article.review-item").first.locator('tr[data-annotator="rita"] .review-state')
+    ).to_have_text("accepted")
+    assert exported_annotators() == ["rita", "rita", "sam", "sam", "tess"]  # the rejected one is gone
+    # the first item now agrees fully; filter to low agreement: only the second is left
+    expect(page.locator("article.review-item").first.locator(".agreement")).to_have_text("agreement 100%")
+    page.select_option("#review-max-agreement", "0.5")
+    page.click("#review-controls button[type=submit]")
+    expect(page.locator("article.review-item")).to_have_count(1)
+    item2 = page.locator("article.review-item").first
+    item2.locator(".comment-text").fill("tess ranks backwards; check her other work")
+    item2.locator(".comment-form button").click()
+    expect(page.locator("#message")).to_have_text("Comment saved.")
+    expect(page.locator("article.review-item .note-comment")).to_contain_text("check her other work")
+    page.screenshot(path=str(shots / "review.png"), full_page=True)
+    # by annotator
+    page.select_option("#review-max-agreement", "")
+    page.select_option("#review-by", "annotator")
+    page.click("#review-controls button[type=submit]")
+    expect(page.locator("section.review-annotator")).to_have_count(3)
+    expect(page.locator('section.review-annotator[data-annotator="tess"] tr.review-rejected')).to_have_count(
+        1
+    )
     assert page.dialogs == [] and page.errors == []

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from prefloop.feedback import quality
-from prefloop.feedback.ratings import elo
+from prefloop.feedback.ratings import bradley_terry, elo, elo_permuted
 
 RESPONSES_1 = [
     {"id": 1, "model": "m1", "text": "one"},
@@ -153,9 +153,9 @@ def test_leaderboard_from_pairwise_and_rankings():
     assert comps == [("m1", "m2", 1.0), ("m1", "m2", 0.5), ("m1", "m3", 0.0), ("m2", "m3", 0.0)]
     board = quality.leaderboard(js, n_bootstrap=20, seed=0)
     assert board["n_comparisons"] == 4
-    # Elo by hand for the first game: 1016 / 984; the whole sequence equals elo() played in order
+    # Elo by hand for the first game: 1016 / 984; the board's Elo is the seeded permutation mean
     assert elo(comps[:1]) == {"m1": 1016.0, "m2": 984.0}
-    assert {e["model"]: e["rating"] for e in board["elo"]} == pytest.approx(elo(comps))
+    assert {e["model"]: e["rating"] for e in board["elo"]} == pytest.approx(elo_permuted(comps, seed=0))
     bt = {r["model"]: r for r in board["bradley_terry"]}
     assert board["bradley_terry"][0]["model"] == "m3"  # won both its games
     assert (bt["m1"]["wins"], bt["m1"]["losses"], bt["m1"]["ties"], bt["m1"]["n"]) == (1, 1, 1, 3)
@@ -189,3 +189,27 @@ def test_empty_campaign_is_valid_json():
     assert quality.leaderboard([]) == {"elo": [], "bradley_terry": [], "n_comparisons": 0}
     assert quality.consensus_ranking([]) == []
     assert "0 comparisons" in quality.report_text(quality.campaign_report([]))
+
+
+def test_elo_does_not_depend_on_submission_order():
+    # x beats y 6 times, then y beats x 4 times. Online Elo (K=32) weighs the recent games most:
+    # played in this order y ends ahead; reversed, x does. Bradley-Terry (6 of 10 to x) puts x first.
+    comps = [("x", "y", 1.0)] * 6 + [("x", "y", 0.0)] * 4
+    forward, backward = elo(comps), elo(comps[::-1])
+    assert forward["y"] > forward["x"] and backward["x"] > backward["y"]  # the defect
+    bt = bradley_terry(comps, n_bootstrap=0, scale="elo")
+    assert bt["x"]["score"] > bt["y"]["score"]
+    # the permutation mean: exactly the same numbers whatever the order (and orientation) of the
+    # comparisons, and the same order of models as Bradley-Terry
+    flipped = [("y", "x", 1.0 - s) for _, _, s in comps]
+    means = [elo_permuted(c, seed=3) for c in (comps, comps[::-1], flipped, comps[3:] + comps[:3])]
+    assert all(m == means[0] for m in means)
+    assert means[0]["x"] > means[0]["y"]
+    # zero-sum updates: the mean rating stays at the initial 1000
+    assert (means[0]["x"] + means[0]["y"]) / 2 == pytest.approx(1000.0)
+    # two games won and lost: the two possible orders end at (998.53, 1001.47) and mirrored
+    # (E_a after a first win = 1 / (1 + 10^(-32/400)) = 0.54592; 1016 - 32 * 0.54592 = 998.531),
+    # so any mix of the two orders averages to 1000 +- 1.469 and the pair sums to 2000
+    two = elo_permuted([("a", "b", 1.0), ("a", "b", 0.0)], n_permutations=1)
+    assert sorted(two.values()) == pytest.approx([998.531, 1001.469], abs=1e-3)
+    assert elo_permuted([]) == {}

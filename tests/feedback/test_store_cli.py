@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from prefloop.feedback import cli
-from prefloop.feedback.app import submit_judgment
+from prefloop.feedback.app import TaskIds, load_item, submit_judgment
 from prefloop.feedback.auth import user_for_token
 from prefloop.feedback.schemas import SubmitIn
-from prefloop.feedback.store import Assignment, Response, Store
+from prefloop.feedback.store import Assignment, Judgment, Response, Store, server_setting, utcnow
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:
@@ -79,15 +79,9 @@ def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
         tasks = s.scalars(
             select(Assignment).where(Assignment.user_id == user.id).order_by(Assignment.id)
         ).all()
-        resp = {
-            t.id: [
-                r.id
-                for r in s.scalars(
-                    select(Response).where(Response.item_id == t.item_id).order_by(Response.position)
-                )
-            ]
-            for t in tasks
-        }
+        task_ids = TaskIds(server_setting(s, "response_id_key"))
+        # the ids the annotator sees (per-task aliases), in item order
+        resp = {t.id: task_ids.shown(t.id, load_item(s, t.item_id), shuffle=False).ids for t in tasks}
     for n, t in enumerate(tasks):
         a, b = resp[t.id]
         body = SubmitIn(
@@ -95,7 +89,7 @@ def test_campaign_commands_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
             pairwise={"a": a, "b": b, "choice": "a", "strength": "slightly_better"},
             edit={"response_id": b, "text": f"fixed {n}"},
         )
-        submit_judgment(store, t.id, body, user)
+        submit_judgment(store, task_ids, t.id, body, user)
     store.dispose()
     out_file = tmp_path / "prefs.jsonl"
     cli.main(
@@ -240,13 +234,25 @@ def test_identical_texts_of_two_models_export_to_readable_records(
                 select(Response).where(Response.item_id == task.item_id).order_by(Response.position)
             )
         ]  # same(m-a), worst, same(m-b), good
-    # the copies ranked apart (0 and 2) and compared against each other
-    body = SubmitIn(
-        idempotency_key="k",
-        ranking=[[ids[0]], [ids[3]], [ids[2]], [ids[1]]],
-        pairwise={"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"},
-    )
-    submit_judgment(store, task.id, body, user)
+    # The copies ranked apart (0 and 2) and compared against each other. Annotators see copies
+    # once today, but databases from before hold such judgments: write one directly.
+    payload = {
+        "ranking": [[ids[0]], [ids[3]], [ids[2]], [ids[1]]],
+        "pairwise": {"a": ids[0], "b": ids[2], "choice": "a", "strength": "better"},
+    }
+    with store.write() as s:
+        s.add(
+            Judgment(
+                assignment_id=task.id,
+                campaign_id=1,
+                item_id=task.item_id,
+                user_id=user.id,
+                idempotency_key="k",
+                payload=payload,
+                undone=False,
+                created_at=utcnow(),
+            )
+        )
     with store.read() as s:
         ranked = export_records(s, 1, "ranked", "raw")
         pairs = export_records(s, 1, "pairwise", "raw")

@@ -222,3 +222,20 @@ def test_base_module_is_torch_free():
 
     code = "import sys, prefloop.generation.base, prefloop.generation; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_top_p_logprobs_are_those_of_the_truncated_distribution(lm64, tiny_tokenizer):
+    """With top-p the sampler's distribution is renormalised over the nucleus: log q ≥ log π."""
+    from transformers import TopPLogitsWarper
+
+    gen = HFGenerator(lm64, tiny_tokenizer, max_new_tokens=5, temperature=0.8, top_p=0.5)
+    warp = TopPLogitsWarper(top_p=0.5)
+    for c in gen.generate(PROMPTS, 2, seed=4):
+        ids = torch.tensor([c.prompt_token_ids + c.token_ids])
+        with torch.no_grad():
+            logits = lm64(input_ids=ids).logits[0, len(c.prompt_token_ids) - 1 : -1].float() / 0.8
+        nucleus = warp(ids, logits)  # rows are positions; top-p works per row
+        want = torch.log_softmax(nucleus, -1).gather(-1, ids[0, len(c.prompt_token_ids) :, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(c.token_logprobs), want, rtol=0, atol=1e-4)
+        model_lp = _teacher_forced_token_logps(lm64, c.prompt_token_ids, c.token_ids, 0.8)
+        assert all(q >= p - 1e-6 for q, p in zip(c.token_logprobs, model_lp.tolist()))

@@ -265,12 +265,16 @@ def test_registry_families_match_signatures():
         if family == "pairwise":
             loss, _ = fn(pc, pr, rc, rr, beta=0.1)
         elif family == "listwise":
-            loss, _ = fn(torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1)
+            loss, _ = fn(
+                torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
+            )
         else:
             loss, _ = fn(pc, rc, torch.tensor([True]), 0.0, beta=0.1)
         assert torch.isfinite(loss), name
     # h = (−1 + 1.5) − (−2 + 1.5) = 1; DPO = −log σ(0.1) and PL-DPO with K = 2 is the same number.
-    assert PREFERENCE_LOSSES["dpo"][1](pc, pr, rc, rr, beta=0.1)[0].item() == pytest.approx(-math.log(sigmoid(0.1)))
+    assert PREFERENCE_LOSSES["dpo"][1](pc, pr, rc, rr, beta=0.1)[0].item() == pytest.approx(
+        -math.log(sigmoid(0.1))
+    )
     assert PREFERENCE_LOSSES["pl_dpo"][1](
         torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
     )[0].item() == pytest.approx(-math.log(sigmoid(0.1)))

@@ -205,3 +205,20 @@ def test_ranking_bad_kind_and_shapes():
         ranking_loss(torch.zeros(1, 2), torch.ones(1, 3))
     with pytest.raises(ValueError, match=r"\[B, K\]"):
         ranking_loss(torch.zeros(2), torch.ones(2))
+
+
+def test_bradley_terry_soft_labels_by_hand():
+    # z = 1 for both pairs; targets q = 1 and 0.6:
+    # pair 1: −log σ(1) = 0.313262;  pair 2: −[0.6 log σ(1) + 0.4 log σ(−1)] = 0.6·0.313262 + 0.4·1.313262 = 0.713262
+    chosen, rejected = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    loss, _ = bradley_terry_loss(chosen, rejected, soft_label=torch.tensor([1.0, 0.6]))
+    assert loss.item() == pytest.approx((0.313262 + 0.713262) / 2, abs=1e-6)
+    hard, _ = bradley_terry_loss(chosen, rejected)
+    same, _ = bradley_terry_loss(chosen, rejected, soft_label=torch.ones(2))
+    assert same.item() == pytest.approx(hard.item())
+    # q = 1/2 is minimized at z = 0: the gradient there vanishes
+    z = torch.zeros(1, requires_grad=True)
+    bradley_terry_loss(z, torch.zeros(1), soft_label=torch.tensor([0.5]))[0].backward()
+    assert z.grad.item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="soft_label"):
+        bradley_terry_loss(chosen, rejected, soft_label=torch.tensor([1.5, 0.5]))

@@ -17,6 +17,7 @@ from prefloop.losses import (
     kl_estimate,
     kl_loss,
     kl_penalized_rewards,
+    logprob_mismatch,
     ppo_policy_loss,
     ptx_loss,
     reinforce_plus_plus_advantages,
@@ -288,3 +289,13 @@ def test_seq_mean_token_sum_constant_and_method_defaults():
         "grpo": "seq-mean-token-mean",
         "dr_grpo": "seq-mean-token-sum",
     }
+
+
+def test_logprob_mismatch_by_hand():
+    sampler = t([[-1.0, -2.0], [-3.0, 0.0]])
+    trainer = t([[-1.1, -1.7], [-3.0, 9.0]])  # the 9.0 is padding
+    m = logprob_mismatch(sampler, trainer, t([[1, 1], [1, 0]]))
+    # Δ = trainer − sampler on real tokens: [−0.1, 0.3, 0]
+    assert m["logprobs/mismatch_mean"] == pytest.approx(0.4 / 3)
+    assert m["logprobs/mismatch_max"] == pytest.approx(0.3)
+    assert m["logprobs/mismatch_bias"] == pytest.approx(0.2 / 3)

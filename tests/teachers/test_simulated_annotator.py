@@ -5,13 +5,8 @@ import math
 import pytest
 
 from prefloop.data.records import PreferencePair, RankedResponses
-from prefloop.feedback.teachers import (
-    SimulatedAnnotator,
-    Teacher,
-    gold_agreement,
-    order_to_ranks,
-    sigmoid,
-)
+from prefloop.teachers.base import Teacher, order_to_ranks
+from prefloop.teachers.simulated import SimulatedAnnotator, gold_agreement, sigmoid
 
 
 class LookupGold:
@@ -43,7 +38,9 @@ def test_bradley_terry_probability_by_hand():
 def test_noiseless_annotator_follows_gold():
     ann = SimulatedAnnotator(GOLD, temperature=0.0, seed=0)
     for _ in range(20):
-        pair = ann.compare("p", "c", "a")
+        pref = ann.compare("p", "c", "a")
+        assert pref.which == "b" and pref.probability == 0.0
+        pair = pref.to_pair("p", "c", "a")
         assert isinstance(pair, PreferencePair) and (pair.chosen, pair.rejected) == ("a", "c")
     # Ties in gold are ties in rank.
     assert ann.rank("p", ["c", "a", "d", "b"]) == [2, 0, 2, 1]
@@ -52,7 +49,7 @@ def test_noiseless_annotator_follows_gold():
 def test_compare_frequency_matches_bradley_terry():
     ann = SimulatedAnnotator(GOLD, temperature=0.25, seed=123)
     n = 20000
-    wins = sum(ann.compare("p", "a", "c").chosen == "a" for _ in range(n))
+    wins = sum(ann.compare("p", "a", "c").which == "a" for _ in range(n))
     # P = sigma(2) = 0.8808; the standard error is sqrt(.88 * .12 / 20000) = 0.0023.
     assert abs(wins / n - 0.8807970779778823) < 0.01
 
