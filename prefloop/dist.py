@@ -363,3 +363,233 @@ def setup(device: str = "auto", grad_accum: int = 1) -> Dist:
         accelerator=acc,
         grad_accum=grad_accum,
     )
+
+
+# =========================================================================== remote engines
+#
+# Generation and rewards in other processes: a generation server over HTTP, or Ray actors.
+# Every call that crosses a process has a deadline and fails with a named error that says
+# which endpoint or actor did not answer and what to check, instead of hanging (the failure
+# users of other RLHF stacks hit most: a weight sync or a Ray call that waits forever).
+
+
+class RemoteCallError(RuntimeError):
+    """A call to another process (a Ray actor, a generation server) that failed or missed its deadline."""
+
+
+class WeightSyncError(RemoteCallError):
+    """A push of new policy weights to a generator that did not complete within its timeout."""
+
+
+def with_deadline(fn, timeout_s: float, on_timeout: str, error: type[RemoteCallError] = RemoteCallError):
+    """`fn()` in a helper thread; raise `error(on_timeout)` when it has not returned after `timeout_s`.
+
+    The deadline is total (connect, send, wait, receive), unlike a socket's per-operation
+    timeout, which a peer that trickles bytes never trips. A call that times out keeps running
+    in its daemon thread until its own socket timeout ends it; nothing waits for it.
+    """
+    import concurrent.futures
+    import threading
+
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            result.set_result(fn())
+        except BaseException as exc:
+            result.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="prefloop-remote-call").start()
+    try:
+        return result.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise error(on_timeout) from None
+
+
+def push_weights_http(
+    url: str, weights: dict[str, torch.Tensor], timeout_s: float, target: str = "generator"
+) -> None:
+    """POST `weights` (safetensors bytes) to a generation server's weight endpoint, within `timeout_s`.
+
+    Raises `WeightSyncError` naming `target`, the URL and what to check when the server does
+    not accept them in time, refuses the connection, or answers with an error status.
+    """
+    import httpx
+    from safetensors.torch import save
+
+    body = save({k: v.detach().cpu().contiguous() for k, v in weights.items()})
+    size_mb = len(body) / 2**20
+
+    def post():
+        return httpx.post(
+            url,
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=httpx.Timeout(timeout_s),
+        )
+
+    hint = "check that the server is up, reachable from this host, and not stuck (its log)"
+    try:
+        response = with_deadline(
+            post,
+            timeout_s,
+            f"{target}: weight sync to {url} ({size_mb:.1f} MiB) did not complete within {timeout_s:g} s; "
+            f"{hint}, or raise the sync timeout for large models",
+            WeightSyncError,
+        )
+    except httpx.HTTPError as exc:
+        raise WeightSyncError(
+            f"{target}: weight sync to {url} failed ({type(exc).__name__}: {exc}); {hint}"
+        ) from exc
+    if response.status_code >= 400:
+        raise WeightSyncError(
+            f"{target}: weight sync to {url} answered {response.status_code}: {response.text[:200]}"
+        )
+
+
+def ray_get(
+    ref: Any, timeout_s: float, actor: str, what: str, error: type[RemoteCallError] = RemoteCallError
+):
+    """`ray.get(ref)` within `timeout_s`, or `error` naming the actor and what to check."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except GetTimeoutError:
+        raise error(
+            f"{actor}: {what} did not return within {timeout_s:g} s; check `ray status` for the actor's "
+            "resources and its log under /tmp/ray/session_latest/logs (a stuck generate, no free CPU/GPU)"
+        ) from None
+    except RayActorError as exc:
+        raise error(f"{actor}: the actor died during {what}: {exc}") from exc
+
+
+def start_ray(num_cpus: int | None = None, address: str | None = None, timeout_s: float = 120.0) -> None:
+    """Join (`address`) or start a local Ray cluster, within `timeout_s` (a start-up hang becomes an error).
+
+    Ray must be initialised on the calling thread (its driver breaks when started from a helper
+    thread), so the deadline is a SIGALRM on the main thread (none elsewhere).
+    """
+    import signal
+    import threading
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    message = (
+        f"Ray did not start within {timeout_s:g} s (address={address or 'local'}); check `ray status`, "
+        "free ports and /tmp/ray/session_latest/logs"
+    )
+    on_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+
+    def expire(signum, frame):
+        raise RemoteCallError(message)
+
+    previous = signal.signal(signal.SIGALRM, expire) if on_main else None
+    if on_main:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    finally:
+        if on_main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+class _Worker:
+    """What a Ray actor runs: an object built by `factory(*args)` in the actor's process, called by name."""
+
+    def __init__(self, factory, *args):
+        self.obj = factory(*args)
+
+    def call(self, method: str, *args, **kwargs):
+        return getattr(self.obj, method)(*args, **kwargs)
+
+    def score(self, prompts, completions):
+        return self.obj(prompts, completions)
+
+
+def ray_workers(factory, args: tuple = (), n: int = 1, num_cpus: float = 1, num_gpus: float = 0) -> list[Any]:
+    """`n` Ray actors, each holding `factory(*args)` (a Generator, a RewardFn, ...) built in its own process."""
+    import ray
+
+    actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_Worker)
+    return [actor.remote(factory, *args) for _ in range(n)]
+
+
+@dataclass
+class RayGenerator:
+    """A `Generator` whose sampling runs in Ray actors (rollout workers), for disaggregated runs.
+
+    Prompts are split into contiguous shares, one per actor; the completions come back in the
+    prompt-major order of `Generator.generate`. `update_weights` pushes the new weights to every
+    actor and fails with `WeightSyncError` naming the actor that missed `sync_timeout_s`.
+    """
+
+    actors: list[Any]
+    call_timeout_s: float = 600.0
+    sync_timeout_s: float = 120.0
+
+    def generate(self, prompts, num_responses: int = 1, seed: int | None = None):
+        n = len(self.actors)
+        shares = [list(prompts[i * len(prompts) // n : (i + 1) * len(prompts) // n]) for i in range(n)]
+        refs = [
+            (i, a.call.remote("generate", share, num_responses, None if seed is None else seed + i))
+            for i, (a, share) in enumerate(zip(self.actors, shares))
+            if share
+        ]
+        out, offset = [], 0
+        for i, ref in refs:
+            for c in ray_get(ref, self.call_timeout_s, f"rollout actor {i}", "generate"):
+                c.prompt_index += offset
+                out.append(c)
+            offset += len(shares[i])
+        return out
+
+    def update_weights(self, weights: Any) -> None:
+        if isinstance(weights, torch.nn.Module):
+            weights = {k: v.detach().cpu() for k, v in weights.state_dict().items()}
+        refs = [a.call.remote("update_weights", weights) for a in self.actors]
+        for i, ref in enumerate(refs):
+            ray_get(
+                ref,
+                self.sync_timeout_s,
+                f"rollout actor {i}",
+                "update_weights (weight sync)",
+                WeightSyncError,
+            )
+
+    def rng_state(self) -> Any:
+        refs = [a.call.remote("rng_state") for a in self.actors]
+        return [
+            ray_get(r, self.call_timeout_s, f"rollout actor {i}", "rng_state") for i, r in enumerate(refs)
+        ]
+
+    def set_rng_state(self, state: Any) -> None:
+        refs = [a.call.remote("set_rng_state", s) for a, s in zip(self.actors, state)]
+        for i, r in enumerate(refs):
+            ray_get(r, self.call_timeout_s, f"rollout actor {i}", "set_rng_state")
+
+
+@dataclass
+class RayReward:
+    """A `RewardFn` scored in Ray actors (reward workers): completions split across them, scores in order."""
+
+    actors: list[Any]
+    call_timeout_s: float = 600.0
+    name: str = "ray-reward"
+
+    def __call__(self, prompts, completions) -> list[float]:
+        n = len(self.actors)
+        bounds = [(i * len(prompts) // n, (i + 1) * len(prompts) // n) for i in range(n)]
+        refs = [
+            (i, a.score.remote(list(prompts[lo:hi]), list(completions[lo:hi])))
+            for i, (a, (lo, hi)) in enumerate(zip(self.actors, bounds))
+            if hi > lo
+        ]
+        scores: list[float] = []
+        for i, ref in refs:
+            scores.extend(ray_get(ref, self.call_timeout_s, f"reward actor {i}", "score"))
+        return scores

@@ -23,8 +23,9 @@ CASES = {  # name: (command, data file, extra flags)
     "dpo": ("dpo", "pairs.jsonl", ["--save-steps", "2"]),
 }
 # Same micro-batches (2 processes x batch 4 vs 1 x batch 4 x accum 2): only the order of float32
-# sums differs (and DDP's forward computes full logits): measured max |Δ| after 4 steps <= 1.5e-7.
-TIGHT = 1e-6
+# sums differs, and the engines' forward computes the LM head on the whole packed row instead of
+# the response positions only: measured max |Δ| after 4 steps <= 2.4e-6.
+TIGHT = 1e-5
 # Batch 8 pads differently; AdamW turns an absolute gradient error δ of a weight whose gradient
 # is near its eps (1e-8) into lr·δ/eps of weight: measured 3.9e-5 for the reward model between
 # 1 x batch 8 and 1 x batch 4 x accum 2 (no ranks involved). A real error (a record lost or

@@ -68,7 +68,10 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_processes_equal_one_process(runs, name):
     two = runs[f"2p/{name}"]
-    for tag, atol in (("b8", ATOL), ("b4x2", TIGHT)):
+    # The reward model packs its rows alone but pads them under DDP (the packed reward head
+    # reads the body directly, which would skip DDP's forward): another computation, so ATOL.
+    tight = ATOL if name == "reward" else TIGHT
+    for tag, atol in (("b8", ATOL), ("b4x2", tight)):
         one = runs[f"1p/{name}-{tag}"]
         assert_same_weights(two, one, atol)
         rows2, rows1 = train_rows(two), train_rows(one)
