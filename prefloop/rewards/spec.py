@@ -151,6 +151,8 @@ class _Builder:
         m = _CALLABLE.match(spec)
         if m:
             return self.callable(m.group("module"), m.group("attr"), spec, args)
+        if ("/" in spec or "\\" in spec) and ":" not in spec:
+            raise RewardSpecError(f"reward model directory {spec!r} does not exist; {_accepted()}")
         raise RewardSpecError(f"unknown --reward {spec!r}; {_accepted()}")
 
     def reward_model(self, path: str, name: str) -> Any:

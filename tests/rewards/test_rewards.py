@@ -200,6 +200,10 @@ def test_unknown_specs_list_the_accepted_forms(user_module, tmp_path):
         load_reward("gold:unknown")
     with pytest.raises(RewardSpecError, match="does not exist"):
         load_reward(str(tmp_path / "rewards.yaml"))
+    with pytest.raises(
+        RewardSpecError, match="reward model directory 'runs/no_such_rm/final' does not exist"
+    ):
+        load_reward("runs/no_such_rm/final")
 
 
 # --------------------------------------------------------------------------- YAML: ensembles, gating
