@@ -154,13 +154,27 @@ class Run:
         """The step's metrics: count-weighted means over every rank's micro-batches."""
         return self.dist.reduce_metrics(parts)
 
-    def step_done(self, step: int, metrics: dict[str, float], tokens: int, started: float) -> None:
-        """Finish optimizer step `step` (1-based after it): clip, update, log, checkpoint."""
+    def apply_gradients(self) -> float | None:
+        """Clip the accumulated (rank-synced) gradients, take one optimizer step, clear them.
+
+        Returns the gradient norm before clipping (None when clipping is off). `step_done` calls
+        it; a loop that updates several times per logged step (the online loop's minibatches)
+        calls it itself and then `step_done(..., apply=False)`.
+        """
+        norm = self.dist.step(self.train_model, self.optimizer, self.cfg.max_grad_norm)
+        return norm if self.cfg.max_grad_norm > 0 else None
+
+    def step_done(
+        self, step: int, metrics: dict[str, float], tokens: int, started: float, apply: bool = True
+    ) -> None:
+        """Finish step `step` (1-based after it): clip and update (unless `apply` is False: the
+        caller already did), advance the schedule, log, checkpoint. `tokens` is this rank's count."""
         (tokens,) = self.dist.sum([tokens])
         lr = self.scheduler.get_last_lr()[0]
-        norm = self.dist.step(self.train_model, self.optimizer, self.cfg.max_grad_norm)
-        if norm is not None and self.cfg.max_grad_norm > 0:
-            metrics["grad_norm"] = norm
+        if apply:
+            norm = self.apply_gradients()
+            if norm is not None:
+                metrics["grad_norm"] = norm
         self.scheduler.step()
         done = step + 1
         metrics = {

@@ -6,7 +6,8 @@ must equal those of one process with the same records per step, both with batch 
 batch 4 x accumulation 2. On 9 records (steps of 8, 1, 8, 1 records over two epochs) the
 one-record steps leave rank 0 without data, so the stand-in micro-batch path runs too.
 Plus: resume on 2 processes == uninterrupted, resume of a 2-process checkpoint on 1 process ==
-uninterrupted, precomputed reference == live reference on 2 processes.
+uninterrupted, precomputed reference == live reference on 2 processes, LoRA with gradient
+checkpointing on 2 processes == 1 process.
 """
 
 import shutil
@@ -53,7 +54,12 @@ def runs(tmp_path_factory):
     crashed = argv("dpo", data["dpo"], out["2p/dpo-resumed"], "--batch-size", "4")
     jobs.append({"argv": crashed, "crash_after": 2})
     jobs.append({"argv": [*crashed, "--resume"]})
+    lora = ["--lora", "--gradient-checkpointing", "--save-steps", "0"]
+    out["2p/dpo-lora"] = root / "2p" / "dpo-lora"
+    jobs.append({"argv": argv("dpo", data["dpo"], out["2p/dpo-lora"], "--batch-size", "4", *lora)})
     launch("ddp.yaml", jobs, root)
+    out["1p/dpo-lora"] = root / "1p" / "dpo-lora"
+    main(argv("dpo", data["dpo"], out["1p/dpo-lora"], "--batch-size", "4", "--grad-accum", "2", *lora))
 
     for name in CASES:  # one process: batch 8, and batch 4 x accumulation 2
         for tag, flags in (
@@ -119,3 +125,12 @@ def test_two_process_checkpoint_resumes_on_one_process(runs, tmp_path):
     shutil.copy(src / "metrics.jsonl", out / "metrics.jsonl")
     main(argv("dpo", runs["data/dpo"], out, "--batch-size", "8", "--resume"))
     assert_same_weights(out, src)
+
+
+def test_lora_with_gradient_checkpointing_on_two_processes(runs):
+    """LoRA (the reference is the adapter-disabled base) and gradient checkpointing under DDP."""
+    two, one = runs["2p/dpo-lora"], runs["1p/dpo-lora"]
+    assert (two / "adapter" / "adapter_config.json").exists()
+    assert_same_weights(two, one, TIGHT)
+    for a, b in zip(train_rows(two), train_rows(one), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
