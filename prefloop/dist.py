@@ -12,7 +12,12 @@ runs alone or as one rank of many:
 - `step(model, optimizer, max_grad_norm)`: clip over all ranks / shards and update.
 - `reduce_metrics(parts)`: count-weighted means over every rank's micro-batches.
 - `is_main`, `barrier`, `gather_object`: rank 0 writes logs and checkpoints; the others wait.
-- `full_state_dict(model)`: the whole model's weights (gathered from shards where sharded).
+- `full_model(model)`: the whole trained model on rank 0 (gathered from the shards where sharded).
+
+The second half of the module is the remote side: calls into other processes with deadlines
+and named errors (`with_deadline`, `push_weights_http`, `ray_get`, `WeightSyncError`), and Ray
+rollout / reward actors behind the `Generator` and `RewardFn` seams (`RayGenerator`,
+`RayReward`, `ray_workers`, `start_ray`).
 
 Alone (no launcher), `Dist` is rank 0 of 1: `sum` returns its input, `backward` is
 `loss.backward()`, `prepare` returns its arguments. Nothing else in prefloop branches on the

@@ -247,12 +247,13 @@ def kto_kl_baseline(run, cfg, micro, ref: RefLogps, pad_id: int, device, key_lis
     """z0 for a step: mean over the step's records on every rank of policy − reference log-probs of mismatched pairs."""
     total, count = 0.0, 0
     for items, keys, weight in zip(micro, key_lists, weights):
-        if weight <= 0:
-            continue  # a stand-in micro-batch (see Run.micro_batches)
+        # Stand-in micro-batches (Run.micro_batches) run too: every rank must make the same
+        # forward passes (DDP syncs buffers, FSDP gathers shards in each), but count nothing.
         policy_kl = seq_logps(run.train_model, [item["kl_seq"] for item in items], pad_id, cfg, device)
         _, ref_kl = split_ref(cfg, items, ref.lookup(keys, items, pad_id))
-        total += (policy_kl - ref_kl).sum().item()
-        count += len(items)
+        if weight > 0:
+            total += (policy_kl - ref_kl).sum().item()
+            count += len(items)
     total, count = run.dist.sum([total, count])
     return total / max(count, 1)
 

@@ -21,6 +21,7 @@ CASES = {  # name: (command, data file, extra flags)
     "sft": ("sft", "sft.jsonl", []),
     "reward": ("reward", "pairs.jsonl", ["--eval-fraction", "0", "--no-normalize-rewards"]),
     "dpo": ("dpo", "pairs.jsonl", ["--save-steps", "2"]),
+    "kto": ("kto", "binary.jsonl", []),  # its KL baseline z0 is a mean over every rank's records
 }
 # Same micro-batches (2 processes x batch 4 vs 1 x batch 4 x accum 2): only the order of float32
 # sums differs, and the engines' forward computes the LM head on the whole packed row instead of

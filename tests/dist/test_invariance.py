@@ -41,6 +41,7 @@ def runs(tmp_path_factory):
         "reward": nine_records(DATA / "pairs.jsonl", root / "pairs.jsonl"),
     }
     data["dpo"] = data["reward"]
+    data["kto"] = nine_records(DATA / "binary.jsonl", root / "binary.jsonl")
     out = {"data/dpo": data["dpo"]}
     jobs = []
     for name in CASES:
