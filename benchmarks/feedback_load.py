@@ -82,6 +82,16 @@ def start_server(db_url: str, workdir: Path, password: str, workers: int = 1) ->
     raise SystemExit("server did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))] if values else float("nan")
@@ -214,7 +224,7 @@ def run(
                     "--rate",
                     "250",
                     "--subprocesses",
-                    "--idle",
+                    "--gil",
                     "--output",
                     str(folded),
                 ],
@@ -222,12 +232,14 @@ def run(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # let py-spy attach
+        cpu0 = cpu_seconds(proc.pid)
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         seconds = time.perf_counter() - start
+        server_cpu = cpu_seconds(proc.pid) - cpu0
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
             spy.wait(60)
@@ -246,6 +258,7 @@ def run(
             "submit_p99_ms": round(1000 * percentile(submit_lat, 99), 1),
             "next_p50_ms": round(1000 * statistics.median(next_lat), 1),
             "next_p99_ms": round(1000 * percentile(next_lat, 99), 1),
+            "server_cpu_ms_per_judgment": round(1000 * server_cpu / max(len(acked), 1), 2),
             "cpu_count": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 1),
         }

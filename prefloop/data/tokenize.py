@@ -16,9 +16,12 @@ tokenizer's special tokens (e.g. BOS); response ids = tokenize(response) + eos. 
 are tokenized separately so that training sees exactly the prompt ids that
 `encode_prompt` hands to generation.
 
-Truncation: the prompt keeps its LAST `max_prompt_length` tokens (the question sits at
-the end), then the response keeps its FIRST tokens up to `max_length` in total. A cut
-response loses its end-of-turn token, which is right: it did not end there.
+Truncation: the prompt keeps its leading special tokens (BOS, [CLS], a chat template's
+first <|im_start|>: models read them, e.g. an encoder's pooler reads [CLS]) and then its LAST
+tokens (the question, the closing [SEP] and the assistant header sit at the end), up to
+`max_prompt_length`; then the response keeps its FIRST tokens up to `max_length` in total.
+A cut response loses its end-of-turn token, which is right: it did not end there.
+Generation (`encode_prompt`) and training (`encode`) cut prompts the same way.
 
 The mask convention: `response_mask[t] = 1` when token t belongs to the response, i.e.
 is a token the policy produced and is trained on (its log-prob comes from logits t-1).
@@ -40,6 +43,7 @@ __all__ = [
     "pad_batch",
     "prompt_messages",
     "prompt_text",
+    "truncate_prompt",
 ]
 
 
@@ -138,12 +142,33 @@ def _check_lengths(max_length: int | None, max_prompt_length: int | None) -> Non
         )
 
 
+def _special_ids(tokenizer: Any) -> set[int]:
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    for name in ("bos_token_id", "cls_token_id", "eos_token_id", "sep_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, int):
+            special.add(value)
+    return special
+
+
+def truncate_prompt(tokenizer: Any, ids: list[int], keep: int) -> list[int]:
+    """At most `keep` prompt ids: its leading special tokens, then its last ordinary ones."""
+    if len(ids) <= keep:
+        return ids
+    special = _special_ids(tokenizer)
+    lead = 0
+    while lead < len(ids) and ids[lead] in special:
+        lead += 1
+    lead = min(lead, keep - 1)  # at least the last token stays
+    return ids[:lead] + ids[len(ids) - (keep - lead) :]
+
+
 def encode_prompt(tokenizer: Any, prompt: PromptText, max_prompt_length: int | None = None) -> list[int]:
     """Prompt ids for generation (chat template with the assistant header), keeping the last
     `max_prompt_length` tokens."""
     _check_lengths(None, max_prompt_length)
     ids = _prompt_ids(tokenizer, prompt)
-    return ids[-max_prompt_length:] if max_prompt_length is not None else ids
+    return truncate_prompt(tokenizer, ids, max_prompt_length) if max_prompt_length is not None else ids
 
 
 def encode(
@@ -155,18 +180,18 @@ def encode(
 ) -> TokenizedSequence:
     """Prompt + response ids with a mask over the response tokens.
 
-    `max_length` bounds the whole sequence, `max_prompt_length` the prompt (its end
-    is kept). With `max_length` but no `max_prompt_length`, the prompt may take up to
+    `max_length` bounds the whole sequence, `max_prompt_length` the prompt (its leading
+    special tokens and its end are kept). With `max_length` but no `max_prompt_length`, the prompt may take up to
     max_length - 1 tokens.
     """
     _check_lengths(max_length, max_prompt_length)
     p_ids, r_ids = _prompt_and_response_ids(tokenizer, prompt, response)
     if max_length is not None:
         keep = max_prompt_length if max_prompt_length is not None else max_length - 1
-        p_ids = p_ids[-keep:]
+        p_ids = truncate_prompt(tokenizer, p_ids, keep)
         r_ids = r_ids[: max_length - len(p_ids)]
     elif max_prompt_length is not None:
-        p_ids = p_ids[-max_prompt_length:]
+        p_ids = truncate_prompt(tokenizer, p_ids, max_prompt_length)
     return TokenizedSequence(p_ids + r_ids, [0] * len(p_ids) + [1] * len(r_ids))
 
 

@@ -2,28 +2,35 @@
 
 - `gold_score(gold, prompts, completions)`: the mean of a gold judge's scores (plus the
   per-response list), e.g. over samples on held-out prompts.
-- `kl_to_reference(policy, reference, tokenizer, prompts, completions)`: a Monte Carlo
-  estimate of KL(π ‖ π_ref) per sequence,
+- `kl_to_reference(policy, reference, prompt_ids, response_ids)`: a Monte Carlo estimate of
+  KL(π ‖ π_ref) per sequence,
 
       KL ≈ (1/N) Σ_n [log π(y_n | x_n) − log π_ref(y_n | x_n)],   y_n ~ π(· | x_n)
 
   (the "k1" estimator; Schulman, "Approximating KL divergence", 2020). Each log-prob is a
-  sum over response tokens from one teacher-forced forward pass per model, tokenized as in
-  training (`prefloop.data.tokenize.encode`: chat template, end-of-turn token appended).
-  The estimate is unbiased only when y_n were sampled from π at temperature 1 with no
-  truncation; on greedy outputs it is a log-ratio, not a KL. Individual terms can be
-  negative; the mean converges to a non-negative number. With a PEFT policy,
-  `reference=None` uses the adapter-disabled base as π_ref.
+  sum over the response tokens from one teacher-forced forward pass per model over exactly
+  the ids that were sampled: the prompt ids handed to generation plus the completion's
+  `token_ids` (`prefloop.generation.hf.Completion`), which end with the stop token only
+  when the model stopped by itself. A reply cut at `max_new_tokens` gets no end token, and
+  nothing is decoded and re-encoded (text does not round-trip to the same ids). The
+  sequence KL is then that of the sampling process itself, whose replies stop at a stop
+  token or at the cap. The estimate is unbiased only when y_n were sampled from π at
+  temperature 1 with no truncation (top-p 1, no top-k); on greedy outputs it is a
+  log-ratio, not a KL. Individual terms can be negative; the mean converges to a
+  non-negative number. With a PEFT policy, `reference=None` uses the adapter-disabled base
+  as π_ref.
 - `win_rate(before, after, gold, prompts)`: the share of prompts where the gold judge scores
   `after[i]` above `before[i]`, ties counting one half.
 
-Shapes: prompts and completions are parallel lists of N items; log-probs come back as [N].
+Shapes: prompts and completions (or prompt ids and response ids) are parallel lists of N
+items; log-probs come back as N floats.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -46,28 +53,37 @@ def gold_score(
 @torch.no_grad()
 def sequence_logprobs(
     model,
-    tokenizer,
-    prompts: Sequence[PromptText],
-    completions: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
     batch_size: int = 16,
-    max_length: int = 512,
-    max_prompt_length: int = 256,
 ) -> list[float]:
-    """log π(y | x) summed over response tokens (end-of-turn token included), per pair."""
-    from prefloop.data.tokenize import encode, pad_batch
+    """log π(y | x) = Σ_t log π(y_t | x, y_<t) per sequence, teacher-forced on exactly these ids.
+
+    `prompt_ids[n]` is what the model was conditioned on, `response_ids[n]` the tokens whose
+    log-probs are summed (all of them, a final stop token included when it is there).
+    Sequences are right-padded, so padding never changes a scored position.
+    """
+    from prefloop.data.tokenize import TokenizedSequence, pad_batch
     from prefloop.models.logps import response_logps
 
-    if len(prompts) != len(completions):
-        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+    for n, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        if not p or not r:
+            raise ValueError(f"sequence {n}: empty {'prompt' if not p else 'response'} ids")
+    seqs = [
+        TokenizedSequence(list(p) + list(r), [0] * len(p) + [1] * len(r))
+        for p, r in zip(prompt_ids, response_ids)
+    ]
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    seqs = [encode(tokenizer, p, c, max_length, max_prompt_length) for p, c in zip(prompts, completions)]
     was_training = model.training
     model.eval()
     out: list[float] = []
     try:
         for start in range(0, len(seqs), batch_size):
-            batch = pad_batch(seqs[start : start + batch_size], pad_id)
+            # Pad id 0 exists in every vocabulary; padded positions are masked and come after
+            # every scored position (right padding, causal attention), so its value is never read.
+            batch = pad_batch(seqs[start : start + batch_size], pad_id=0)
             batch = {k: v.to(device) for k, v in batch.items()}
             logps, _ = response_logps(
                 model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
@@ -81,26 +97,26 @@ def sequence_logprobs(
 def kl_to_reference(
     policy,
     reference,
-    tokenizer,
-    prompts: Sequence[PromptText],
-    completions: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
     batch_size: int = 16,
 ) -> tuple[float, list[float]]:
     """(mean per-sequence log π − log π_ref over samples from π, the per-sample terms).
 
-    `reference` is a second causal LM with the same tokenizer, or None for the
-    adapter-disabled base of a PEFT `policy`.
+    `prompt_ids`/`response_ids`: the sampled sequences as ids (the prompt ids given to the
+    generator, each completion's `token_ids`). `reference` is a second causal LM with the
+    same vocabulary, or None for the adapter-disabled base of a PEFT `policy`.
     """
-    policy_lp = sequence_logprobs(policy, tokenizer, prompts, completions, batch_size)
+    policy_lp = sequence_logprobs(policy, prompt_ids, response_ids, batch_size)
     if reference is None:
         from prefloop.models.load import disabled_adapter
 
-        context = disabled_adapter(policy)
+        context: contextlib.AbstractContextManager[Any] = disabled_adapter(policy)
         reference = policy
     else:
         context = contextlib.nullcontext()
     with context:
-        ref_lp = sequence_logprobs(reference, tokenizer, prompts, completions, batch_size)
+        ref_lp = sequence_logprobs(reference, prompt_ids, response_ids, batch_size)
     terms = [p - r for p, r in zip(policy_lp, ref_lp)]
     return (sum(terms) / len(terms) if terms else float("nan")), terms
 

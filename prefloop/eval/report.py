@@ -32,6 +32,16 @@ def _one_line(text: str, limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _kl_text(summary: dict[str, Any]) -> str:
+    """The KL estimate, with its standard error and the share of replies cut at the token cap when known."""
+    text = _fmt(summary["kl_to_start"])
+    if summary.get("kl_to_start_stderr") is not None:
+        text += f" ± {summary['kl_to_start_stderr']:.3f}"
+    if summary.get("after_capped_share") is not None:
+        text += f" ({summary['after_capped_share']:.0%} of replies cut at max_new_tokens)"
+    return text
+
+
 def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) rows of the results table, in reading order."""
     g = summary["gold"]
@@ -40,7 +50,7 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("gold score after DPO", f"{g['after']:.3f} ± {g['after_stderr']:.3f}"),
         ("gold improvement (after − before)", f"{g['after'] - g['before']:+.3f}"),
         ("win rate of after over before (gold, per sample pair)", _fmt(g["win_rate"])),
-        ("KL(π_after ‖ π_start) per response, nats", _fmt(summary["kl_to_start"])),
+        ("KL(π_after ‖ π_start) per response, nats", _kl_text(summary)),
     ]
     rm = summary.get("reward_model", {})
     if "heldout_accuracy_vs_gold" in rm:

@@ -40,7 +40,7 @@ from prefloop.feedback.app import (
 )
 from prefloop.feedback.auth import AdminUser
 from prefloop.feedback.schemas import AnnotatorsIn, CampaignIn, CampaignPatch
-from prefloop.feedback.store import ApiToken, Campaign, CampaignAnnotator, Store, User
+from prefloop.feedback.store import ApiToken, Campaign, CampaignAnnotator, Store, User, utcnow
 
 UPLOAD_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -185,11 +185,13 @@ def add_routes(app: FastAPI, store: Store) -> None:
                 .where(CampaignAnnotator.campaign_id == cid)
                 .order_by(User.name)
             ).scalars()
+            ttl = app.state.settings.token_ttl
             out = []
             for u in rows:
-                n_tokens = s.scalar(
-                    select(func.count()).select_from(ApiToken).where(ApiToken.user_id == u.id)
-                )
+                live = select(func.count()).select_from(ApiToken).where(ApiToken.user_id == u.id)
+                if ttl is not None:  # expired tokens no longer count
+                    live = live.where(ApiToken.created_at > utcnow() - ttl)
+                n_tokens = s.scalar(live)
                 out.append(
                     {
                         "name": u.name,

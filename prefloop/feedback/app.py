@@ -47,6 +47,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -118,6 +119,9 @@ class ServerSettings:
     """Window of the failure counts (seconds)."""
     login_lockout_s: float = 900.0
     """How long a locked name or address answers 429 (seconds)."""
+    auth_cache_s: float = 2.0
+    """Seconds a checked token is remembered (`auth.TokenCache`; revocations made through this
+    server apply at once, those from the CLI or another worker within this time; 0 = off)."""
 
     @property
     def token_ttl(self) -> dt.timedelta | None:
@@ -247,7 +251,7 @@ def prompt_html(prompt: Any) -> list[dict[str, Any]]:
     return [{"role": None, "html": render_markdown(str(prompt))}]
 
 
-def task_view(c: Campaign, a: Assignment, item: ItemView, ids: TaskIds) -> dict[str, Any]:
+def task_view(c: Any, a: Any, item: ItemView, ids: TaskIds) -> dict[str, Any]:
     """A task for its annotator, responses under opaque ids (`TaskIds`); `*_html` fields are
     Markdown rendered to sanitized HTML (`rendering.render_markdown`), the raw texts stay for editing."""
     shown = ids.shown(a.id, item, shuffle=c.anonymous)  # deterministic: reloads look the same
@@ -293,13 +297,21 @@ def is_member(session: Session, cid: int, user_id: int) -> bool:
     return session.get(CampaignAnnotator, (cid, user_id)) is not None
 
 
-def annotated_campaign(session: Session, cid: int, user: Principal) -> Campaign:
-    """The campaign for annotation endpoints: the caller must be one of its annotators.
+def annotated_campaign(session: Session | Connection, cid: int, user: Principal) -> Any:
+    """The campaign for annotation endpoints (a row with the campaign's columns as attributes):
+    the caller must be one of its annotators.
 
     Annotators outside it get 404 (as if it did not exist); an admin who is not one of its
     annotators gets 403 with a hint."""
-    c = session.get(Campaign, cid)
-    member = c is not None and is_member(session, cid, user.id)
+    row = session.execute(  # one query: the campaign and whether the caller is in it
+        select(Campaign.__table__, CampaignAnnotator.user_id.label("member"))
+        .outerjoin(
+            CampaignAnnotator,
+            (CampaignAnnotator.campaign_id == Campaign.id) & (CampaignAnnotator.user_id == user.id),
+        )
+        .where(Campaign.id == cid)
+    ).first()
+    c, member = (row, row.member is not None) if row is not None else (None, False)
     if c is None or (not member and user.role != "admin"):
         raise HTTPException(404, f"campaign {cid} not found")
     if not member:
@@ -331,7 +343,23 @@ class ItemView:
     responses: list[SimpleNamespace]
 
 
-def load_item(session: Session, item_id: int) -> ItemView:
+ITEM_CACHE_SIZE = 20_000
+
+
+def cached_item(store: Store, session: Session | Connection, item_id: int) -> ItemView:
+    """`load_item` through a per-store cache: items and their responses never change once
+    stored, and each is read by its k annotators' /next and submit calls."""
+    cache: dict[int, ItemView] = store.__dict__.setdefault("_item_cache", {})
+    item = cache.get(item_id)
+    if item is None:
+        item = load_item(session, item_id)
+        if len(cache) >= ITEM_CACHE_SIZE:
+            cache.clear()
+        cache[item_id] = item
+    return item
+
+
+def load_item(session: Session | Connection, item_id: int) -> ItemView:
     prompt = session.execute(select(Item.prompt).where(Item.id == item_id)).scalar_one()
     rows = session.execute(
         select(ResponseRow.id, ResponseRow.text, ResponseRow.model)
@@ -341,14 +369,17 @@ def load_item(session: Session, item_id: int) -> ItemView:
     return ItemView(item_id, prompt, [SimpleNamespace(id=r.id, text=r.text, model=r.model) for r in rows])
 
 
-def next_task(session: Session, c: Campaign, user: Principal, ids: TaskIds) -> dict[str, Any] | None:
-    a = session.scalars(
-        select(Assignment)
+def next_task(
+    store: Store, session: Session | Connection, c: Any, user: Principal, ids: TaskIds
+) -> dict[str, Any] | None:
+    a = session.execute(
+        select(Assignment.id, Assignment.item_id, Assignment.status)
+        .join(Item, Item.id == Assignment.item_id)
         .where(Assignment.campaign_id == c.id, Assignment.user_id == user.id, Assignment.status == "pending")
-        .order_by(Assignment.id)
+        .order_by(Item.priority.desc().nulls_last(), Assignment.id)  # active selection's priority first
         .limit(1)
     ).first()
-    return None if a is None else task_view(c, a, load_item(session, a.item_id), ids)
+    return None if a is None else task_view(c, a, cached_item(store, session, a.item_id), ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +424,7 @@ def create_app(
     app.state.store = store
     app.state.settings = settings
     app.state.task_ids = task_ids
+    app.state.token_cache = auth.TokenCache(settings.auth_cache_s)
     app.state.login_limiter = auth.LoginLimiter(
         settings.login_max_failures, settings.login_window_s, settings.login_lockout_s
     )
@@ -406,10 +438,11 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     _api_routes(app, store, task_ids)
-    from prefloop.feedback import admin, review  # they build on this module's helpers
+    from prefloop.feedback import admin, priority, review  # they build on this module's helpers
 
     admin.add_routes(app, store)
     review.add_routes(app, store)
+    priority.add_routes(app, store)
     _page_routes(app)
     app.add_middleware(GuardMiddleware)
     return app
@@ -429,6 +462,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _UNAUTHENTICATED_POSTS = ("/api/login",)
+_PUBLIC = ("/api/login", "/api/health")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -440,10 +474,10 @@ class BodyTooLarge(Exception):
 
 
 class GuardMiddleware:
-    """Pure ASGI (runs before FastAPI touches the request). For /api requests that carry a body:
-    authenticates from the headers (401 without reading a byte of the body), refuses bodies over
-    the limit (413, from Content-Length or while reading a chunked body), then hands the body on.
-    Adds the security headers to every response."""
+    """Pure ASGI (runs before FastAPI touches the request). Authenticates every /api request but
+    login and health from its headers (401 without reading a byte of a body; endpoints reuse the
+    answer), refuses bodies over the limit (413, from Content-Length or while reading a chunked
+    body), then hands the body on. Adds the security headers to every response."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -461,17 +495,18 @@ class GuardMiddleware:
                 message["headers"] = headers + [(b"content-security-policy", csp), *SECURITY_HEADERS]
             await send(message)
 
+        if path.startswith("/api/") and path not in _PUBLIC:
+            header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            user, why = auth.cached_user(scope["app"], header), ""
+            if user is None:
+                user, why = await anyio.to_thread.run_sync(auth.authenticate, scope["app"], header)
+            if user is None:
+                await _json_error(send_with_headers, 401, why, [(b"www-authenticate", b"Bearer")])
+                return
+            scope.setdefault("state", {})["principal"] = user
         if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and path.startswith("/api/"):
             app = scope["app"]
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if path not in _UNAUTHENTICATED_POSTS:
-                user, why = await anyio.to_thread.run_sync(
-                    auth.authenticate, app, headers.get("authorization")
-                )
-                if user is None:
-                    await _json_error(send_with_headers, 401, why, [(b"www-authenticate", b"Bearer")])
-                    return
-                scope.setdefault("state", {})["principal"] = user
             limit = LOGIN_BODY_LIMIT if path in _UNAUTHENTICATED_POSTS else app.state.settings.max_body_bytes
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
@@ -572,6 +607,7 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
         token = auth.bearer_token(request.headers.get("authorization")) or ""
         with store.write() as s:
             s.execute(delete(ApiToken).where(ApiToken.token_hash == auth.hash_token(token)))
+        app.state.token_cache.clear()
         return {"ok": True}
 
     @app.get("/api/me", tags=["auth"])
@@ -622,7 +658,9 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
         """Revoke every token of the user (they are logged out everywhere; passwords still work)."""
         with store.write() as s:
             user = _user(s, name)
-            return {"name": user.name, "revoked": auth.revoke_tokens(s, user.id)}
+            revoked = auth.revoke_tokens(s, user.id)
+        app.state.token_cache.clear()
+        return {"name": user.name, "revoked": revoked}
 
     @app.delete("/api/users/{name}/tokens/{token_id}", tags=["admin"])
     def revoke_user_token(name: str, token_id: Id, _admin: AdminUser) -> dict[str, Any]:
@@ -631,7 +669,8 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             user = _user(s, name)
             if not auth.revoke_tokens(s, user.id, token_id):
                 raise HTTPException(404, f"token {token_id} of user {user.name!r} not found")
-            return {"name": user.name, "revoked": 1}
+        app.state.token_cache.clear()
+        return {"name": user.name, "revoked": 1}
 
     @app.get("/api/users", tags=["admin"])
     def list_users(_admin: AdminUser) -> list[dict[str, Any]]:
@@ -677,41 +716,47 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             return {"created": len(ids), "item_ids": ids, "tasks_created": tasks}
 
     # -- annotation --------------------------------------------------------------------------
-    @app.get("/api/campaigns/{cid}/next", tags=["annotation"])
-    def get_next(cid: Id, user: CurrentUser) -> dict[str, Any]:
-        with store.read() as s:
+    # The two hot endpoints return their JSON directly (FastAPI's response validation of a plain
+    # dict cost ~10% of the server's CPU under load); response_model keeps the schema.
+    @app.get("/api/campaigns/{cid}/next", tags=["annotation"], response_model=dict[str, Any])
+    def get_next(cid: Id, user: CurrentUser) -> Response:
+        with store.read_core() as s:
             c = annotated_campaign(s, cid, user)
-            return {
-                "task": next_task(s, c, user, task_ids),
-                "progress": assign_mod.task_counts(s, cid, user.id),
-            }
+            return JSONResponse(
+                {
+                    "task": next_task(store, s, c, user, task_ids),
+                    "progress": assign_mod.task_counts(s, cid, user.id),
+                }
+            )
 
     @app.get("/api/tasks/{task_id}", tags=["annotation"])
     def get_task(task_id: Id, user: CurrentUser) -> dict[str, Any]:
         with store.read() as s:
             a = own_task(s, task_id, user)
-            return task_view(s.get(Campaign, a.campaign_id), a, load_item(s, a.item_id), task_ids)
+            return task_view(s.get(Campaign, a.campaign_id), a, cached_item(store, s, a.item_id), task_ids)
 
-    @app.post("/api/tasks/{task_id}/submit", tags=["annotation"])
-    def submit(task_id: Id, body: SubmitIn, user: CurrentUser) -> dict[str, Any]:
-        try:
-            return submit_judgment(store, task_ids, task_id, body, user)
-        except _Changed:
-            # Submitted (by a concurrent retry, or another key), undone or moved meanwhile: the
-            # same checks again on what is there now give the right answer (or a fresh write).
+    @app.post("/api/tasks/{task_id}/submit", tags=["annotation"], response_model=dict[str, Any])
+    def submit(task_id: Id, body: SubmitIn, user: CurrentUser) -> Response:
+        for _attempt in range(2):
             try:
-                return submit_judgment(store, task_ids, task_id, body, user)
+                return JSONResponse(submit_judgment(store, task_ids, task_id, body, user))
             except _Changed:
-                raise HTTPException(409, f"task {task_id} changed while submitting; try again") from None
-        except IntegrityError:
-            # A concurrent retry with the same key committed first: answer with its judgment.
-            with store.read() as s:
-                existing = find_by_key(s, user.id, body.idempotency_key)
-                if existing is None:
-                    raise
-                a = own_task(s, task_id, user)
-                shown = task_ids.shown(a.id, load_item(s, a.item_id), shuffle=False)
-                return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
+                # Submitted (by a concurrent retry, or another key), undone or moved meanwhile:
+                # the same checks again on what is there now give the right answer.
+                continue
+            except IntegrityError:
+                # The key was used before (a concurrent retry that committed first, a retry
+                # after an undo, or another task): answer as for that judgment.
+                with store.read() as s:
+                    existing = find_by_key(s, user.id, body.idempotency_key)
+                    if existing is None:
+                        raise
+                    a = own_task(s, task_id, user)
+                    shown = task_ids.shown(a.id, cached_item(store, s, a.item_id), shuffle=False)
+                    return JSONResponse(
+                        duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
+                    )
+        raise HTTPException(409, f"task {task_id} changed while submitting; try again")
 
     @app.post("/api/tasks/{task_id}/skip", tags=["annotation"])
     def skip(task_id: Id, user: CurrentUser) -> dict[str, Any]:
@@ -721,11 +766,7 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             a = own_task(s, task_id, user, lock=True)
             if a.status == "done":
                 raise HTTPException(409, f"task {task_id} is already submitted; undo it before skipping")
-            if a.status != "skipped":
-                a.status, a.updated_at = "skipped", utcnow()
-                s.flush()
-                c = s.get(Campaign, a.campaign_id, with_for_update=True)
-                assign_mod.assign(s, c, rebalance=False)
+            skip_task(s, a)
             return {"task_id": a.id, "status": a.status}
 
     @app.post("/api/campaigns/{cid}/undo", tags=["annotation"])
@@ -896,7 +937,13 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
     ids = []
     now = utcnow()
     for data in items:
-        item = Item(campaign_id=c.id, prompt=data["prompt"], gold=data.get("gold"), created_at=now)
+        item = Item(
+            campaign_id=c.id,
+            prompt=data["prompt"],
+            gold=data.get("gold"),
+            priority=data.get("priority"),
+            created_at=now,
+        )
         s.add(item)
         s.flush()
         for pos, r in enumerate(data["responses"]):
@@ -912,6 +959,17 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
         ids.append(item.id)
     s.flush()
     return ids
+
+
+def skip_task(s: Session, a: Assignment) -> None:
+    """Mark a pending task skipped and hand its item to another annotator (when there is one), so
+    the item still gets the campaign's overlap (the skip endpoint and "can't judge" reports)."""
+    if a.status == "skipped":
+        return
+    a.status, a.updated_at = "skipped", utcnow()
+    s.flush()
+    c = s.get(Campaign, a.campaign_id, with_for_update=True)
+    assign_mod.assign(s, c, rebalance=False)
 
 
 def find_by_key(s: Session, user_id: int, key: str) -> Judgment | None:
@@ -950,23 +1008,38 @@ def submit_judgment(
     """Validate against a read snapshot, then write in one short transaction: a guarded UPDATE of
     the task (pending/skipped -> done) and one INSERT. Only that write holds SQLite's write lock
     (and pays the commit's fsync), which is what bounds submit latency under load. A concurrent
-    change between the two steps (a retry, an undo, a reassignment) is caught by the guard."""
-    with store.read() as s:
-        a = own_task(s, task_id, user)
-        item = load_item(s, a.item_id)
-        c = s.get(Campaign, a.campaign_id)
-        existing = find_by_key(s, user.id, body.idempotency_key)
-        shown = task_ids.shown(a.id, item, shuffle=False)
-        if existing is not None:
-            return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
-        if a.status == "done":
+    change between the two steps (a retry, an undo, a reassignment) is caught by the guard; a
+    key used before (a retry after an undo, or on another task) by the unique constraint."""
+    with store.read_core() as conn:
+        row = conn.execute(  # the task, if it is the caller's, with its campaign: one query
+            select(
+                Assignment.item_id,
+                Assignment.status,
+                Assignment.campaign_id,
+                Campaign.feedback_types,
+                Campaign.rating_lo,
+                Campaign.rating_hi,
+            )
+            .join(Campaign, Campaign.id == Assignment.campaign_id)
+            .where(Assignment.id == task_id, Assignment.user_id == user.id)
+        ).first()
+        if row is None:
+            raise HTTPException(404, f"task {task_id} not found")
+        shown = task_ids.shown(task_id, cached_item(store, conn, row.item_id), shuffle=False)
+    problem = validate_submission(body, shown.ids, list(row.feedback_types), (row.rating_lo, row.rating_hi))
+    if row.status == "done" or problem:
+        # A retry of the submission that made the task done, a second answer, or a key used
+        # before (on another task, or with another answer): the key decides the answer first.
+        with store.read() as s:
+            existing = find_by_key(s, user.id, body.idempotency_key)
+            if existing is not None:
+                return duplicate_answer(existing, task_id, _payload_or_none(body, shown) or {}, shown)
+        if row.status == "done":
             raise HTTPException(409, f"task {task_id} is already submitted; undo it to change the answer")
-        problem = validate_submission(body, shown.ids, list(c.feedback_types), (c.rating_lo, c.rating_hi))
-        if problem:
-            raise HTTPException(422, problem)
-        campaign_id, item_id = c.id, item.id
+        raise HTTPException(422, problem)
+    campaign_id, item_id = row.campaign_id, row.item_id
     payload = payload_to_real(body.feedback(), shown)
-    with store.write() as s:
+    with store.write_core() as s:
         now = utcnow()
         claimed = s.execute(
             update(Assignment)

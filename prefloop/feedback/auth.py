@@ -29,9 +29,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from prefloop.feedback.store import ApiToken, User, utcnow
@@ -109,7 +111,9 @@ def find_user(session: Session, name: str) -> User | None:
     return session.scalars(select(User).where(func.lower(User.name) == name.lower())).first()
 
 
-def user_for_token(session: Session, token: str, ttl: dt.timedelta | None = None) -> Principal | None:
+def user_for_token(
+    session: Session | Connection, token: str, ttl: dt.timedelta | None = None
+) -> Principal | None:
     """The user holding `token` (not expired: issued less than `ttl` ago), looked up by its
     sha256 digest (one indexed query)."""
     digest = hash_token(token)
@@ -197,34 +201,85 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
+class TokenCache:
+    """Successful token lookups of the last `seconds` (digest -> user), so a client's burst of
+    requests costs one database lookup. An entry never outlives its token's expiry. Revocations
+    made through this server process clear it at once; ones made elsewhere (the CLI, another
+    worker) take effect within `seconds`. 0 turns it off."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, digest: str, user: Principal, valid_s: float) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._entries) > 100_000:
+            self._entries = {}
+        self._entries[digest] = (user, time.monotonic() + min(self.seconds, valid_s))
+
+    def clear(self) -> None:
+        self._entries = {}
+
+
+def cached_user(request_app: object, header: str | None) -> Principal | None:
+    """The user of a recently checked token, without touching the database (or None)."""
+    token = bearer_token(header)
+    return None if token is None else request_app.state.token_cache.get(hash_token(token))  # type: ignore[attr-defined]
+
+
 def authenticate(request_app: object, header: str | None) -> tuple[Principal | None, str]:
     """(the user, "") or (None, why): the token lookup shared by the body guard and `current_user`."""
     token = bearer_token(header)
     if token is None:
         return None, MISSING_TOKEN
     state = request_app.state  # type: ignore[attr-defined]
-    with state.store.read() as session:
-        user = user_for_token(session, token, state.settings.token_ttl)
-    return (user, "") if user is not None else (None, BAD_TOKEN)
+    digest = hash_token(token)
+    ttl = state.settings.token_ttl
+    with state.store.read_core() as conn:
+        row = conn.execute(
+            select(User.id, User.name, User.role, ApiToken.token_hash, ApiToken.created_at)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == digest)
+        ).first()
+    now = utcnow()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None, BAD_TOKEN
+    if ttl is not None and row.created_at + ttl <= now:
+        return None, BAD_TOKEN
+    user = Principal(row.id, row.name, row.role)
+    valid_s = (row.created_at + ttl - now).total_seconds() if ttl is not None else float("inf")
+    state.token_cache.put(digest, user, valid_s)
+    return user, ""
 
 
 _bearer_scheme = HTTPBearer(auto_error=False, description="A token from POST /api/login or an admin.")
 
 
-def current_user(
+async def current_user(
     request: Request, _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
 ) -> Principal:
-    """The authenticated user (401 without a valid token). Requests with a body were already
-    authenticated by the app's guard before their body was read; its answer is reused."""
-    user = request.scope.get("state", {}).get("principal")
+    """The authenticated user (401 without a valid token). The app's guard authenticates every
+    /api request before FastAPI reads it; its answer is reused here (async: no thread hop)."""
+    user = request.scope.get("state", {}).get("principal") or cached_user(
+        request.app, request.headers.get("authorization")
+    )
     if user is None:
-        user, why = authenticate(request.app, request.headers.get("authorization"))
+        user, why = await anyio.to_thread.run_sync(
+            authenticate, request.app, request.headers.get("authorization")
+        )
         if user is None:
             raise HTTPException(401, why, headers={"WWW-Authenticate": "Bearer"})
     return user
 
 
-def require_admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+async def require_admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
     if user.role != "admin":
         raise HTTPException(403, "admin role required")
     return user

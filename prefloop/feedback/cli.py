@@ -57,6 +57,9 @@ class ServeConfig:
     """Window over which failed logins are counted (seconds)."""
     login_lockout_s: float = 900.0
     """How long a locked name or address is refused (seconds)."""
+    auth_cache_s: float = 2.0
+    """Seconds a checked token is remembered per process (revocations from the CLI or another
+    worker apply within this time; 0 = check the database on every request)."""
     config: str | None = None
     """YAML file with values for any of these fields; flags override it."""
 
@@ -70,6 +73,7 @@ class ServeConfig:
             login_address_max_failures=self.login_address_max_failures,
             login_window_s=self.login_window_s,
             login_lockout_s=self.login_lockout_s,
+            auth_cache_s=self.auth_cache_s,
         )
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from prefloop.feedback.app import TEMPLATES_DIR, Id, _quality, get_campaign, own_task
+from prefloop.feedback.app import TEMPLATES_DIR, Id, _quality, get_campaign, own_task, skip_task
 from prefloop.feedback.auth import AdminUser, CurrentUser
 from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import NoteIn, ReviewIn
@@ -297,7 +297,8 @@ def add_routes(app: FastAPI, store: Store) -> None:
     @app.post("/api/tasks/{task_id}/problem", tags=["annotation"])
     def report_problem(task_id: Id, body: NoteIn, user: CurrentUser) -> dict[str, Any]:
         """ "Can't judge / report a problem": stores the annotator's reason for the admins' review
-        page and skips the task (like POST /api/tasks/{task_id}/skip)."""
+        page and skips the task like POST /api/tasks/{task_id}/skip (its item goes to another
+        annotator)."""
         with store.write() as s:
             a = own_task(s, task_id, user, lock=True)
             if a.status == "done":
@@ -308,6 +309,6 @@ def add_routes(app: FastAPI, store: Store) -> None:
                 campaign_id=a.campaign_id, item_id=a.item_id, user_id=user.id, kind="problem", text=body.text
             )
             s.add(note)
-            a.status, a.updated_at = "skipped", utcnow()
+            skip_task(s, a)
             s.flush()
             return {"task_id": a.id, "status": a.status, "note_id": note.id}

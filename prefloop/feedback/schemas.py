@@ -191,6 +191,8 @@ class ItemIn(_Strict):
     prompt: str | list[Message]
     responses: list[ResponseIn] = Field(min_length=1, max_length=64)
     gold: dict[str, Any] | None = None
+    priority: float | None = Field(default=None, allow_inf_nan=False)
+    """Optional: pending tasks are served highest priority first (items without one come last)."""
 
     @model_validator(mode="after")
     def _gold(self) -> ItemIn:
@@ -203,6 +205,20 @@ class ItemIn(_Strict):
             if problem:
                 raise ValueError(problem)
         return self
+
+
+class PrioritiesIn(_Strict):
+    """PATCH /api/campaigns/{cid}/items/priority: {item id: priority or null}."""
+
+    priorities: dict[int, float | None] = Field(min_length=1, max_length=100_000)
+
+    @field_validator("priorities")
+    @classmethod
+    def _finite(cls, v: dict[int, float | None]) -> dict[int, float | None]:
+        for item_id, p in v.items():
+            if p is not None and (p != p or p in (float("inf"), float("-inf"))):
+                raise ValueError(f"priority of item {item_id} must be a finite number or null")
+        return v
 
 
 class ItemsIn(_Strict):

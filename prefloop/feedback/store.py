@@ -51,7 +51,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -130,6 +130,7 @@ class Item(Base):
     gold: Mapped[dict | None] = mapped_column(
         JSON(none_as_null=True), nullable=True
     )  # known answer (calibration)
+    priority: Mapped[float | None] = mapped_column(Float, nullable=True)  # higher = asked first (None: last)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     responses: Mapped[list[Response]] = relationship(order_by="Response.position", back_populates="item")
 
@@ -300,6 +301,23 @@ class Store:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextlib.contextmanager
+    def read_core(self) -> Iterator[Connection]:
+        """A plain connection for the hot read paths (token lookup, /next, submit's checks):
+        Core queries without an ORM session's bookkeeping."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write_core(self) -> Iterator[Connection]:
+        """`write` for Core statements: one transaction on a plain connection, same lock and
+        BEGIN IMMEDIATE; commits on success, rolls back on any exception."""
+        with self._write_lock, self.engine.connect() as conn:
+            if is_sqlite(self.db_url):
+                conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

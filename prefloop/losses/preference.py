@@ -191,7 +191,7 @@ def kto_loss(
     """KTO loss mean(λ_y − v(x, y)). Returns (loss, metrics).
 
     desirable: bool [B]. kl_baseline: the loop's KL(π ‖ π_ref) estimate z0 (float, scalar or [B]),
-    clamped at 0 and detached here. Metrics: ``kl`` (z0 used), ``rewards/desirable`` and
+    clamped at 0 and detached here. Metrics: ``kl_baseline`` (the z0 used, after clamping), ``rewards/desirable`` and
     ``rewards/undesirable`` (mean β·log-ratio of each group; a key is absent when its group is
     empty in the batch), ``count/desirable``, ``count/undesirable``.
     """
@@ -220,7 +220,7 @@ def kto_loss(
         n_des = int(desirable.sum().item())
         n_und = desirable.numel() - n_des
         metrics = {
-            "kl": z0.float().mean().item(),
+            "kl_baseline": z0.float().mean().item(),
             "count/desirable": float(n_des),
             "count/undesirable": float(n_und),
         }

@@ -89,6 +89,26 @@ def bradley_terry_loss(
     return loss, metrics
 
 
+def ranking_rows(
+    mask: torch.Tensor, kind: str = "pairwise", ranks: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B] bool: the rows `ranking_loss` averages over.
+
+    "pairwise": rows with at least one strictly ordered pair of valid responses (an all-tied
+    row has no pair and no loss); "plackett_luce": rows with at least two valid responses (an
+    all-tied row is one Breslow tie group, whose likelihood still pulls its rewards together).
+    A training loop that accumulates micro-batches weights each one by this count.
+    """
+    if kind not in RANKING_KINDS:
+        raise ValueError(f"ranking_loss kind must be one of {RANKING_KINDS}, got {kind!r}")
+    valid = mask.bool()
+    if kind == "plackett_luce":
+        return valid.sum(dim=1) >= 2
+    r = ranks if ranks is not None else torch.arange(mask.shape[1], device=mask.device).expand_as(valid)
+    pairs = valid.unsqueeze(2) & valid.unsqueeze(1) & (r.unsqueeze(2) < r.unsqueeze(1))
+    return pairs.flatten(1).any(dim=1)
+
+
 def ranking_loss(
     rewards: torch.Tensor,
     mask: torch.Tensor,
@@ -106,13 +126,8 @@ def ranking_loss(
     if kind not in RANKING_KINDS:
         raise ValueError(f"ranking_loss kind must be one of {RANKING_KINDS}, got {kind!r}")
     pair_row, pairs, diffs = pairwise_logistic_nll(rewards, mask, ranks)
-    if kind == "pairwise":
-        row_loss = pair_row
-        used = pairs.flatten(1).any(dim=1)
-    else:
-        row_loss = plackett_luce_nll(rewards, mask, ranks)
-        used = mask.bool().sum(dim=1) >= 2
-    loss = masked_mean(row_loss, used)
+    row_loss = pair_row if kind == "pairwise" else plackett_luce_nll(rewards, mask, ranks)
+    loss = masked_mean(row_loss, ranking_rows(mask, kind, ranks))
     with torch.no_grad():
         n = int(pairs.sum().item())
         metrics = {

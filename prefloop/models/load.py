@@ -9,8 +9,11 @@ Names accepted wherever a model is asked for (`resolve_model`):
 
 Reward models are `AutoModelForSequenceClassification` with `num_labels=1`, so a trained
 reward model loads with plain transformers. Llama-family classifiers score the last token
-that is not `pad_token_id`; we always set a pad id distinct from the end-of-turn token (see
-`prefloop.models.default.fix_tokenizer`) so the score is read at the final <|im_end|>.
+that is not `pad_token_id`. `load_tokenizer` always gives a pad id that is no token ending a
+sequence (not eos, not <|im_end|>; `prefloop.models.default.ensure_distinct_pad`, which
+adds a pad token only when the vocabulary has no spare one), and the model loaders set
+`config.pad_token_id` to the tokenizer's, also when a hub config says pad = eos, so the
+score is read at the final <|im_end|>.
 
 The reward offset (`set_reward_bias`): a head with a bias (BERT's `classifier`) stores it
 in that bias, which plain transformers applies. Llama's `score` head is Linear(bias=False)
@@ -120,21 +123,54 @@ def load_tokenizer(name: str | Path):
 def prepare_tokenizer(tokenizer) -> None:
     """Give `tokenizer` what training and batched generation need.
 
-    - pad token: kept if set; else ChatML vocabularies get their own fix (pad =
-      <|endoftext|>), other tokenizers reuse eos (masked everywhere, so harmless for LMs);
-    - a ChatML template for tokenizers that have <|im_start|>/<|im_end|> but no template.
+    - a ChatML template for tokenizers that have <|im_start|>/<|im_end|> but no template;
+    - a pad token that is never a token ending a sequence (`ensure_distinct_pad`): kept if
+      it already is one, else an unused pad-like token of the vocabulary, else a new one.
     """
+    from prefloop.models.default import ensure_distinct_pad, fix_tokenizer
+
     vocab = tokenizer.get_vocab()
     if "<|im_start|>" in vocab and "<|im_end|>" in vocab:
-        from prefloop.models.default import fix_tokenizer
+        fix_tokenizer(tokenizer)
+    ensure_distinct_pad(tokenizer)
 
-        if tokenizer.pad_token is None or not getattr(tokenizer, "chat_template", None):
-            fix_tokenizer(tokenizer)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-        elif tokenizer.sep_token is not None:
-            tokenizer.pad_token = tokenizer.sep_token
+
+def _tokenizer_or_none(path: str):
+    """The prepared tokenizer of a model directory, or None when it has none."""
+    try:
+        return load_tokenizer(path)
+    except ModelLoadError:
+        return None
+
+
+def _config_with_pad(path: str, tokenizer):
+    """The model's config with `pad_token_id` = the tokenizer's (when that id is in its vocabulary)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read a model config from {path!r}: {exc}") from exc
+    vocab_size = getattr(config, "vocab_size", None)
+    if tokenizer is not None and (vocab_size is None or tokenizer.pad_token_id < vocab_size):
+        config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def _match_tokenizer(model, tokenizer) -> None:
+    """Grow the embeddings when the tokenizer gained a pad token, and use its pad id everywhere."""
+    if tokenizer is None:
+        return
+    embeddings = model.get_input_embeddings()
+    if len(tokenizer) > embeddings.num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+        embeddings = model.get_input_embeddings()
+    if getattr(embeddings, "padding_idx", None) is not None:
+        embeddings.padding_idx = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
 
 
 def _set_pad_id(model, tokenizer) -> None:
@@ -153,9 +189,10 @@ def load_causal_lm(name: str | Path, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
-    model, _ = _from_pretrained(AutoModelForCausalLM, path, **{_dtype_kwarg(): dtype})
-    if getattr(model.config, "pad_token_id", None) is None:
-        _set_pad_id(model, load_tokenizer(path))
+    tokenizer = _tokenizer_or_none(path)
+    config = _config_with_pad(path, tokenizer)
+    model, _ = _from_pretrained(AutoModelForCausalLM, path, config=config, **{_dtype_kwarg(): dtype})
+    _match_tokenizer(model, tokenizer)
     return model
 
 
@@ -165,22 +202,19 @@ def load_reward_model(name: str | Path, dtype: torch.dtype = torch.float32):
     Works from a causal-LM checkpoint (the head is freshly initialised; logged once, at
     INFO) or from a trained reward model (its head and `reward_bias` are restored).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     path = resolve_model(name)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read a model config from {path!r}: {exc}") from exc
+    tokenizer = _tokenizer_or_none(path)
+    config = _config_with_pad(path, tokenizer)
     labels = getattr(config, "num_labels", 1)
     if _is_classifier(config) and labels != 1:
         raise ModelLoadError(f"{path}: a classifier with {labels} labels; a reward model needs exactly 1")
     config.num_labels = 1
-    if getattr(config, "pad_token_id", None) is None:
-        config.pad_token_id = load_tokenizer(path).pad_token_id
     model, info = _from_pretrained(
         AutoModelForSequenceClassification, path, config=config, **{_dtype_kwarg(): dtype}
     )
+    _match_tokenizer(model, tokenizer)
     fresh = [k for k in info.get("missing_keys", []) if _is_head_key(k)]
     if fresh:
         logger.info(

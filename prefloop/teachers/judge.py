@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -406,7 +407,14 @@ class AIJudge:
         self.stats["cache_hits"] += sum(k in found for k in keys)
         todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in found))
         todo_unique = list({keys[i]: i for i in todo}.values())
-        for start in range(0, len(todo_unique), self.batch_size):
+        starts = range(0, len(todo_unique), self.batch_size)
+        if len(starts) > 4:  # long work shows progress (stderr; no bar when it is not a terminal)
+            from tqdm.auto import tqdm
+
+            starts = tqdm(
+                starts, desc=f"judge {self.name}", unit="batch", file=sys.stderr, leave=False, disable=None
+            )
+        for start in starts:
             idx = todo_unique[start : start + self.batch_size]
             chats = [pair_chat(rubric, *queries[i], question=ask) for i in idx]
             try:

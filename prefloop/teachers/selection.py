@@ -20,8 +20,9 @@ the selectors are
 
 Pessimistic (lower-bound) rewards for offline policy training belong to the reward ensembles
 (`prefloop.rewards`), not here: collection is optimistic, training pessimistic.
-`priorities` turns a selector's scores into per-item priorities for the feedback server
-(higher = asked first).
+`item_scores` scores items of K responses (the best pair), and `priorities` turns scores into
+priorities in [0, 1] for the feedback server (PATCH /api/campaigns/{cid}/items/priority;
+higher = asked first).
 """
 
 from __future__ import annotations
@@ -95,3 +96,23 @@ def priorities(kind: str, rewards: np.ndarray, rng: np.random.Generator | None =
         return [1.0]
     ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
     return [float(x) for x in ranks / (n - 1)]
+
+
+def item_scores(
+    kind: str, item_rewards: Sequence[np.ndarray], rng: np.random.Generator | None = None, ucb_c: float = 1.0
+) -> list[float]:
+    """One score per item of K_i responses: the best selector score over its C(K_i, 2) pairs.
+
+    `item_rewards[i]` has shape [M, K_i] (each ensemble member's reward of each response)."""
+    rng = rng or np.random.default_rng()
+    out = []
+    for r in item_rewards:
+        r = np.asarray(r, dtype=float)
+        k = r.shape[1]
+        pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
+        if not pairs:
+            out.append(0.0)
+            continue
+        stacked = np.stack([np.stack([r[:, a], r[:, b]], axis=-1) for a, b in pairs], axis=1)  # [M, P, 2]
+        out.append(float(selector_scores(kind, stacked, rng, ucb_c).max()))
+    return out

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+EXTRA_LOGGERS = ("wandb", "mlflow")
+
 
 class MetricsLogger:
-    """Appends one JSON object per logged step to OUTPUT/metrics.jsonl (and TensorBoard).
+    """Appends one JSON object per logged step to OUTPUT/metrics.jsonl (and TensorBoard, W&B, MLflow).
+
+    W&B and MLflow are used only when asked (`report_to`) and imported only then; a missing
+    package is a one-line error naming what to install. W&B reads WANDB_PROJECT / WANDB_MODE
+    (e.g. offline) from the environment; MLflow reads MLFLOW_TRACKING_URI (default ./mlruns).
 
     Only one process of a multi-process run writes (`enabled=False` on the others: a no-op).
     """
@@ -22,6 +30,8 @@ class MetricsLogger:
         output_dir: Path,
         tensorboard: str = "auto",
         resume_step: int | None = None,
+        report_to: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
         enabled: bool = True,
     ):
         self.path = output_dir / "metrics.jsonl"
@@ -46,6 +56,7 @@ class MetricsLogger:
             except ImportError:
                 if tensorboard == "yes":
                     raise
+        self.extra = [_open_extra(name, output_dir, params or {}) for name in report_to]
         self._file = self.path.open("a")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -58,6 +69,14 @@ class MetricsLogger:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
+        numeric = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        for name, handle in self.extra:
+            if name == "wandb":
+                handle.log(numeric, step=step)
+            else:
+                handle.log_metrics({k.replace("@", "_at_"): v for k, v in numeric.items()}, step=step)
 
     def close(self) -> None:
         if not self.enabled:
@@ -65,6 +84,30 @@ class MetricsLogger:
         self._file.close()
         if self.writer is not None:
             self.writer.close()
+        for name, handle in self.extra:
+            handle.finish() if name == "wandb" else handle.end_run()
+
+
+def _open_extra(name: str, output_dir: Path, params: dict[str, Any]) -> tuple[str, Any]:
+    """Start a W&B or MLflow run for this training run; (name, module handle)."""
+    if name not in EXTRA_LOGGERS:
+        raise ValueError(f"report_to: unknown logger {name!r}; choose from {', '.join(EXTRA_LOGGERS)}")
+    try:
+        module = __import__(name)
+    except ImportError:
+        raise ImportError(f"report_to {name}: the package is not installed (pip install {name})") from None
+    flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+    if name == "wandb":
+        module.init(
+            project=os.environ.get("WANDB_PROJECT", "prefloop"),
+            name=output_dir.name,
+            dir=str(output_dir),
+            config=flat,
+        )
+    else:
+        module.start_run(run_name=output_dir.name)
+        module.log_params(flat)
+    return name, module
 
 
 def _jsonable(v: Any) -> Any:

@@ -28,10 +28,14 @@ Choices and deviations
 - Packing (default; `--no-packing` pads): a micro-batch's sequences run as one padding-free row
   in which a pair's (or ranking's) shared prompt is computed once (`models.packing`); the
   log-probs are the padded batch's to float tolerance.
-- KTO's mismatched pairs: the KTO paper shifts completions by one inside each batch. Here the
-  shift is over the dataset order (record i's prompt with record i+1's completion), which is as
-  arbitrary a pairing and lets the reference side be precomputed; z0 is the mean over the whole
-  accumulated step (not per micro-batch), so accumulation does not change it.
+- KTO's mismatched pairs (x_i, y_j) must pair a prompt with a completion of a *different*
+  prompt, as in the KTO paper. Binary records made from a pair sit side by side with the same
+  prompt, so a shift by one would often pair a prompt with its own other answer. Here
+  `mismatched_partners` deranges by prompt over the whole dataset (records grouped by prompt,
+  shifted by the largest group's size: each completion used once, never with its own prompt),
+  which keeps the pairing fixed so the reference side can be precomputed. Held-out records
+  draw their partners from held-out and training records together. z0 is the mean over the
+  whole accumulated step (not per micro-batch), so accumulation does not change it.
 - Loss normalisation: each micro-batch's mean loss is weighted by its share of the step's
   records on all ranks (`Run.loss_weights`), so the step's loss is the full-batch mean.
 """
@@ -53,7 +57,7 @@ from prefloop.models.reference import Reference
 from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
 from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
-from prefloop.train.schedule import split_eval, weighted_metrics
+from prefloop.train.schedule import split_by_prompt, weighted_metrics
 
 # The record kind each loss family trains on (see prefloop.losses.PREFERENCE_LOSSES).
 FAMILY_DATA_KIND = {"pairwise": "pairwise", "listwise": "ranked", "unpaired": "binary"}
@@ -101,7 +105,12 @@ class PreferenceConfig(TrainConfig):
 
 
 def load_records(cfg: PreferenceConfig, records=None):
-    """(train, eval) records converted to the loss's data kind (rankings -> pairs for dpo/ipo, ...)."""
+    """(train, eval) records converted to the loss's data kind (rankings -> pairs for dpo/ipo, ...).
+
+    The split is by prompt (`split_by_prompt`): every record made from one raw record (the
+    pairs of a ranking, the two binary records of a pair) shares its prompt, so they all land
+    on the same side, exactly as if the raw records were split by prompt before converting.
+    """
     from prefloop.data.io import convert_record, read_records
 
     kind = FAMILY_DATA_KIND[loss_family(cfg.loss)]
@@ -113,18 +122,55 @@ def load_records(cfg: PreferenceConfig, records=None):
         records = [x for r in records for x in convert_record(r, kind)]
     if cfg.eval_data:
         return records, read_records(cfg.eval_data, kind=kind)
-    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    train_idx, eval_idx = split_by_prompt([r.prompt for r in records], cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
-def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
-    """Per record: its sequences (chosen first / ranked / single completion) and labels."""
+def mismatched_partners(prompts: Sequence[Any]) -> list[int]:
+    """For each record i, the index j of a record with a different prompt (KTO's KL pairs (x_i, y_j)).
+
+    Records are ordered by prompt (groups contiguous, in order of first appearance) and the one
+    at position q is paired with the one at q + m (mod n), m = the largest group's size. When
+    m ≤ n/2 that is a derangement by prompt: a permutation in which no record meets its own
+    prompt. When one prompt holds more than half of the records, those that would meet their
+    own prompt take the next record of another prompt instead. Needs two distinct prompts.
+    """
+    from prefloop.train.schedule import prompt_key
+
+    keys = [prompt_key(p) for p in prompts]
+    group = {k: g for g, k in enumerate(dict.fromkeys(keys))}
+    if len(group) < 2:
+        raise TrainError(
+            "KTO's KL baseline pairs each prompt with a completion of another prompt, "
+            f"but the data has {len(group)} distinct prompt(s); it needs at least 2"
+        )
+    n = len(keys)
+    order = sorted(range(n), key=lambda i: group[keys[i]])
+    shift = max(keys.count(k) for k in group)
+    partners = [0] * n
+    for q, i in enumerate(order):
+        step = shift
+        while keys[order[(q + step) % n]] == keys[i]:
+            step += 1
+        partners[i] = order[(q + step) % n]
+    return partners
+
+
+def tokenize(records, tokenizer, cfg: PreferenceConfig, others: Sequence[Any] = ()) -> list[dict]:
+    """Per record: its sequences (chosen first / ranked / single completion) and labels.
+
+    KTO: each record also gets a mismatched sequence (its prompt with another prompt's
+    completion, `mismatched_partners`), drawn from `records` and `others` together.
+    """
     from prefloop.data.tokenize import encode
 
     def enc(prompt, response):
         return encode(tokenizer, prompt, response, cfg.max_length, cfg.max_prompt_length)
 
     family = loss_family(cfg.loss)
+    if family == "unpaired" and records:
+        pool = list(records) + list(others)
+        partners = mismatched_partners([r.prompt for r in pool])
     items = []
     for i, r in enumerate(records):
         if family == "pairwise":
@@ -132,8 +178,8 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig) -> list[dict]:
         elif family == "listwise":
             ranks = [r.rank_of(i) for i in range(len(r.responses))]
             items.append({"seqs": [enc(r.prompt, y) for y in r.responses], "ranks": ranks})
-        else:  # kto: the completion, and a mismatched one (the next record's) for the KL baseline
-            other = records[(i + 1) % len(records)].completion
+        else:  # kto: the completion, and another prompt's completion for the KL baseline
+            other = pool[partners[i]].completion
             items.append(
                 {
                     "seqs": [enc(r.prompt, r.completion)],
@@ -210,7 +256,9 @@ def preference_loss(
     if family == "pairwise":
         pc, pr, rc, rr = policy[0::2], policy[1::2], ref[0::2], ref[1::2]
         loss, metrics = fn(pc, pr, rc, rr, **options)
-        metrics["kl"] = (pc - rc).mean().item()
+        # The chosen responses' mean log-ratio log π(y_c|x) − log π_ref(y_c|x) on the offline data
+        # (not a KL: y_c was not sampled from π).
+        metrics["logratio/chosen"] = (pc - rc).mean().item()
         return loss, metrics
     if family == "unpaired":
         desirable = torch.tensor([item["desirable"] for item in items], device=policy.device)
@@ -221,7 +269,7 @@ def preference_loss(
     rf, _, _ = ranked_table(ref, items)
     loss, metrics = fn(pol, rf, mask, ranks=ranks, **options)
     best = mask & (ranks == ranks.masked_fill(~mask, 1 << 30).min(dim=1, keepdim=True).values)
-    metrics["kl"] = (pol - rf)[best].mean().item()
+    metrics["logratio/chosen"] = (pol - rf)[best].mean().item()  # best-ranked responses; not a KL
     metrics["logps/chosen"] = pol[best].mean().item()
     return loss, metrics
 
@@ -292,7 +340,7 @@ def train(cfg: PreferenceConfig, records=None) -> Path:
     tokenizer, model = load_policy(cfg, device)
     pad_id = tokenizer.pad_token_id
     items = tokenize(train_records, tokenizer, cfg)
-    eval_items = tokenize(eval_records, tokenizer, cfg)
+    eval_items = tokenize(eval_records, tokenizer, cfg, others=train_records)
     eval_offset = len(items)  # reference-table keys of held-out records follow the training ones
 
     # The reference is fixed before any checkpoint is loaded, so a resumed run has the same one.

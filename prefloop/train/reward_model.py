@@ -37,7 +37,7 @@ from prefloop.models.packing import sequence_rewards
 from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
 from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, start_run
-from prefloop.train.schedule import split_eval
+from prefloop.train.schedule import split_by_prompt
 
 
 @dataclass
@@ -85,7 +85,8 @@ def load_records(cfg: RewardConfig, records=None):
         raise TrainError(f"reward model data must be all pairwise or all ranked, got {sorted(kinds)}")
     if cfg.eval_data:
         return records, read(cfg.eval_data)
-    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    # By prompt: no held-out prompt is trained on (several records may share one).
+    train_idx, eval_idx = split_by_prompt([r.prompt for r in records], cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 
@@ -155,7 +156,7 @@ def batch_loss(model, items, pad_id: int, cfg: RewardConfig, device):
         table, mask, ranks = ranked_table(rewards, items)
         loss, metrics = ranking_loss(table, mask, kind=cfg.ranking_kind, ranks=ranks)
         metrics.pop("num_pairs", None)
-    return loss, metrics, batch_loss_weight(items), tokens
+    return loss, metrics, batch_loss_weight(items, cfg.ranking_kind), tokens
 
 
 @torch.no_grad()
@@ -222,7 +223,7 @@ def train(cfg: RewardConfig, records=None) -> Path:
         started = time.perf_counter()
         micro = [[items[i] for i in ids] for ids in run.micro_batches(step)]
         # Examples of the whole accumulated step on every rank, so its loss is the full-batch mean.
-        weights, scales = run.loss_weights(step, [batch_loss_weight(m) for m in micro])
+        weights, scales = run.loss_weights(step, [batch_loss_weight(m, cfg.ranking_kind) for m in micro])
         parts, tokens = [], 0
         for i, (chunk, weight, scale) in enumerate(zip(micro, weights, scales)):
             loss, metrics, _, n_tokens = batch_loss(run.train_model, chunk, pad_id, cfg, device)
@@ -252,11 +253,16 @@ def all_pairs(items) -> bool:
     return all(len(item["seqs"]) == 2 and item["ranks"] == [0, 1] for item in items)
 
 
-def batch_loss_weight(items) -> int:
-    """The count `batch_loss` averages over: pairs, or prompts with at least two distinct ranks."""
+def batch_loss_weight(items, ranking_kind: str) -> int:
+    """The count `batch_loss` averages over: pairs, or the rankings `ranking_loss` counts
+    (`ranking_rows`: with a strictly ordered pair, or for Plackett–Luce with ≥ 2 responses,
+    all-tied ones included)."""
+    from prefloop.losses.reward import ranking_rows
+
     if all_pairs(items):
         return len(items)
-    return sum(1 for item in items if len(set(item["ranks"])) > 1)
+    _, mask, ranks = ranked_table(torch.zeros(sum(len(item["seqs"]) for item in items)), items)
+    return int(ranking_rows(mask, ranking_kind, ranks).sum())
 
 
 def main(argv: list[str], command: str = "reward") -> None:

@@ -13,15 +13,19 @@ all ranks, and only rank 0 writes metrics, checkpoints and the final model.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from prefloop.dist import Dist, rank_seed, setup
 from prefloop.models.load import torch_dtype
@@ -67,7 +71,7 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
     return tokenizer, prepare_trainable(model, cfg, "CAUSAL_LM").to(device)
 
 
-def prepare_trainable(model: torch.nn.Module, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
+def prepare_trainable(model: PreTrainedModel, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
     """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
     LoRA of `task_type`."""
     from prefloop.models.load import apply_lora
@@ -177,21 +181,21 @@ class Run:
                 metrics["grad_norm"] = norm
         self.scheduler.step()
         done = step + 1
-        metrics = {
+        logged: dict[str, float] = {
             "loss": metrics.pop("loss"),
             "step_time_s": time.perf_counter() - started,
             "tokens": int(tokens),
-            "learning_rate": lr,
+            "learning_rate": float(lr),
             **({"epoch": self.schedule.epoch_of(done)} if self.schedule is not None else {}),
             **metrics,
         }
         if done % max(1, self.cfg.logging_steps) == 0 or done == self.total_steps:
-            self.logger.log(done, metrics)
+            self.logger.log(done, logged)
         if self.cfg.save_steps > 0 and done % self.cfg.save_steps == 0 and done < self.total_steps:
             self.save_checkpoint(done)
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            self.bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
     def save_checkpoint(self, done: int) -> Path | None:
         """OUTPUT/checkpoints/step-`done` with the loop's extra state (written by rank 0; all ranks wait).
@@ -336,6 +340,8 @@ def start_run(
         cfg.report_to_tensorboard,
         resume_step=start if checkpoint else None,
         enabled=dist.is_main,
+        report_to=(cfg.report_to or ()) if dist.is_main else (),
+        params=dataclasses.asdict(cfg),
     )
     bar = progress_bar(total_steps, start, desc, enabled=dist.is_main)
     return Run(

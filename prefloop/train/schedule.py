@@ -1,6 +1,7 @@
 """Which records each optimizer step sees, how micro-batches are weighted, and the learning-rate schedule.
 
-- `split_eval`: the seeded train / held-out split.
+- `split_eval`: the seeded train / held-out split; `split_by_prompt` splits records by their
+  prompt, so no held-out prompt is trained on (what the loops use).
 - `StepSchedule`: the data order is a pure function of (seed, epoch, step), so a resumed run
   sees exactly the batches an uninterrupted run would have seen without storing iterator state;
   with several processes each rank takes its shard of every step's records (`rank_share`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -25,6 +27,29 @@ def split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]
     n_eval = min(n - 1, max(1, round(n * fraction)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
     return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def prompt_key(prompt: Any) -> str:
+    """A hashable identity of a prompt (a string, or chat messages as canonical JSON)."""
+    import json
+
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def split_by_prompt(prompts: Sequence[Any], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) split of record indices in which no prompt is on both sides.
+
+    The distinct prompts (in order of first appearance) are split with `split_eval`, so
+    `fraction` is the share of prompts held out, and every record follows its prompt: the
+    pairs of one ranking, the two halves of a pair read as binary feedback, or several
+    records of one prompt never straddle the split.
+    """
+    keys = [prompt_key(p) for p in prompts]
+    distinct = list(dict.fromkeys(keys))
+    _, eval_groups = split_eval(len(distinct), fraction, seed)
+    held_out = {distinct[g] for g in eval_groups}
+    train = [i for i, k in enumerate(keys) if k not in held_out]
+    return train, [i for i, k in enumerate(keys) if k in held_out]
 
 
 @dataclass

@@ -33,7 +33,7 @@ from prefloop.models.packing import sequence_logps
 from prefloop.train.batches import to_device
 from prefloop.train.config import TrainConfig, run_cli
 from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
-from prefloop.train.schedule import split_eval
+from prefloop.train.schedule import split_by_prompt
 
 
 @dataclass
@@ -64,7 +64,8 @@ def load_records(cfg: SFTConfig, records=None):
         records = read_records(cfg.data, kind="demonstration")
     if cfg.eval_data:
         return list(records), read_records(cfg.eval_data, kind="demonstration")
-    train_idx, eval_idx = split_eval(len(records), cfg.eval_fraction, cfg.seed)
+    # By prompt: no held-out prompt is trained on (several records may share one).
+    train_idx, eval_idx = split_by_prompt([r.prompt for r in records], cfg.eval_fraction, cfg.seed)
     return [records[i] for i in train_idx], [records[i] for i in eval_idx]
 
 

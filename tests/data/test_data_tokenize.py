@@ -90,7 +90,7 @@ def test_no_chat_template_is_text_plus_eos(plain_tokenizer):
 def test_prompt_keeps_its_end_and_response_its_start(chat_tokenizer):
     seq = encode(chat_tokenizer, "hello how are you", "i am fine thanks", max_length=6, max_prompt_length=4)
     p, r = split(seq)
-    assert tokens(chat_tokenizer, p) == PROMPT_TOKENS[-4:]
+    assert tokens(chat_tokenizer, p) == PROMPT_TOKENS[:1] + PROMPT_TOKENS[-3:]  # leading special kept
     assert tokens(chat_tokenizer, r) == ["i", "am"]  # cut: no end-of-turn, it did not end here
     assert len(seq) == 6
 
@@ -165,3 +165,54 @@ def test_chosen_and_rejected_stack_into_one_batch(chat_tokenizer):
     assert batch["input_ids"].shape[0] == 4
     assert batch["response_mask"].sum(dim=1).tolist() == [2, 2, 2, 5]
     assert (batch["response_mask"] <= batch["attention_mask"]).all()
+
+
+# --------------------------------------------------------------------------- truncation keeps special tokens
+
+
+def _with_bos(make_tokenizer):
+    """A base-model tokenizer (no chat template) that starts every text with a BOS token, like Llama's."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = make_tokenizer(chat_template=None)
+    bos_id = tok.convert_tokens_to_ids("<|im_start|>")
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos_id)]
+    )
+    return tok
+
+
+def test_truncated_prompt_keeps_the_leading_bos_of_a_decoder(make_tokenizer):
+    tok = _with_bos(make_tokenizer)
+    assert tokens(tok, encode_prompt(tok, "hello how are you")) == [
+        "<|im_start|>",
+        "hello",
+        "how",
+        "are",
+        "you",
+    ]
+    ids = encode_prompt(tok, "hello how are you", max_prompt_length=3)
+    assert tokens(tok, ids) == ["<|im_start|>", "are", "you"]
+    seq = encode(tok, "hello how are you", "i am fine", max_length=6, max_prompt_length=3)
+    p, r = split(seq)
+    assert p == ids and tokens(tok, r) == ["i", "am", "fine"]  # training sees what generation saw
+
+
+def test_truncated_prompt_keeps_cls_and_sep_of_the_minilm_encoder():
+    # The MiniLM reward model pools [CLS]: a long prompt cut from the left must keep it.
+    from prefloop.models.load import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    prompt = " ".join(["word"] * 300) + " the question at the end"
+    seq = encode(tok, prompt, "a short reply", max_length=32, max_prompt_length=16)
+    p, r = split(seq)
+    assert len(p) == 16 and len(seq) <= 32
+    assert p[0] == tok.cls_token_id and p[-1] == tok.sep_token_id
+    assert tok.decode(p[-6:-1]) == "the question at the end"
+    assert tok.decode(r) == "a short reply"
+    assert encode_prompt(tok, prompt, max_prompt_length=16) == p
+
+
+def test_chat_prompt_keeps_its_first_turn_marker(chat_tokenizer):
+    ids = encode_prompt(chat_tokenizer, "hello how are you", max_prompt_length=5)
+    assert tokens(chat_tokenizer, ids) == ["<|im_start|>", "\n", "<|im_start|>", "assistant", "\n"]

@@ -238,7 +238,7 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     )
     j1 = rank_every_task(s, camp.id, camp.tokens["rv1"], ["x", "y", "z"], critique="x is right")
     rank_every_task(s, camp.id, camp.tokens["rv2"], ["x", "y", "z"])
-    j3 = rank_every_task(s, camp.id, camp.tokens["rv3"], ["z", "y", "x"])
+    j3 = rank_every_task(s, camp.id, camp.tokens["rv3"], ["z", "y", "x"], critique="z wins")
     admin = s.admin_token
 
     def export() -> list[dict[str, Any]]:
@@ -264,6 +264,8 @@ def test_reject_leaves_exports_and_accept_keeps(module_server: Any) -> None:
     ).raise_for_status()
     exported = export()
     assert len(exported) == 4 and "rv3" not in {r["meta"]["annotator"] for r in exported}
+    critiques = s.api("GET", f"/api/campaigns/{camp.id}/export?kind=critique", token=admin).text.splitlines()
+    assert [json.loads(x)["meta"]["annotator"] for x in critiques] == ["rv1", "rv1"]  # not rv3's "z wins"
     consensus = s.api(
         "GET", f"/api/campaigns/{camp.id}/export?kind=pairwise&mode=consensus", token=admin
     ).text
@@ -463,3 +465,46 @@ def test_upload_review_and_export_on_postgres(server_factory: Any, pg_url: str) 
         None,
         "rejected",
     }
+
+
+def test_annotator_list_counts_only_live_tokens(server_factory: Any) -> None:
+    import time
+
+    s = server_factory(extra_args=("--token-ttl-hours", "0.0005"))  # tokens live 1.8 s
+    camp = s.create_campaign(name="ttl", annotators=["ttl-a"])
+
+    def count() -> int:
+        return s.api("GET", f"/api/campaigns/{camp.id}/annotators", token=s.admin_token).json()[0]["tokens"]
+
+    assert count() == 1
+    time.sleep(2.0)
+    # the admin's own token expired too: log in again
+    r = s.api("POST", "/api/login", json={"name": "admin", "password": s.admin_password})
+    s.admin_token = r.json()["token"]
+    assert count() == 0
+    tokens = s.api("GET", "/api/users/ttl-a/tokens", token=s.admin_token).json()
+    assert [t["expired"] for t in tokens] == [True]
+    s.api("POST", "/api/users/ttl-a/tokens", token=s.admin_token).raise_for_status()
+    assert count() == 1
+
+
+def test_problem_report_hands_the_item_to_another_annotator(module_server: Any) -> None:
+    """A "can't judge" report skips the task like the skip button: the item still reaches overlap 1."""
+    s = module_server
+    camp = s.create_campaign(name="handover", annotators=["ho1", "ho2"], n_items=1, overlap=1)
+    tasks = {
+        n: s.api("GET", f"/api/campaigns/{camp.id}/next", token=camp.tokens[n]).json()["task"]
+        for n in ("ho1", "ho2")
+    }
+    holder = next(n for n, t in tasks.items() if t is not None)
+    other = "ho2" if holder == "ho1" else "ho1"
+    assert tasks[other] is None
+    r = s.api(
+        "POST",
+        f"/api/tasks/{tasks[holder]['task_id']}/problem",
+        token=camp.tokens[holder],
+        json={"text": "unclear"},
+    )
+    assert r.status_code == 200
+    handed = s.api("GET", f"/api/campaigns/{camp.id}/next", token=camp.tokens[other]).json()["task"]
+    assert handed is not None and handed["item_id"] == tasks[holder]["item_id"]

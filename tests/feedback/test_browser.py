@@ -397,7 +397,10 @@ def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> 
         token=live_server.admin_token,
         json={"name": "kim", "role": "annotator", "password": "kim-password"},
     ).raise_for_status()
-    items = [{"prompt": "Twelve answers", "responses": [{"text": f"answer {j}"} for j in range(12)]}]
+    items = [
+        {"prompt": f"Twelve answers ({i})", "responses": [{"text": f"answer {j} ({i})"} for j in range(12)]}
+        for i in range(2)
+    ]
     camp = live_server.create_campaign(
         name="Twelve", annotators=["kim"], items=items, feedback_types=["ranking"], anonymous=False
     )
@@ -423,15 +426,21 @@ def test_keyboard_ranking_with_twelve_responses(live_server: Any, page: Any) -> 
     expect(page.locator("#ranking-text")).to_have_text(
         "D  >  E  >  C  >  F  >  G  >  H  >  I  >  J  >  K  >  A  >  L  >  B"
     )
-    # a lone 1 followed by another key: the 1 is taken first (K: back to L, then j...), here Enter submits
     page.keyboard.press("Enter")
-    expect(page.locator("#done-panel")).to_be_visible()
+    expect(page.locator("#progress")).to_have_text("1 / 2")
     (j,) = judgments(live_server, camp.id)
     text_of = {
         r["id"]: r["text"] for r in j["responses"]
-    }  # stored ids -> texts (cards show A..L in item order)
+    }  # stored ids -> texts; cards show A..L in item order
     order = [3, 4, 2, 5, 6, 7, 8, 9, 10, 0, 11, 1]
-    assert [[text_of[r] for r in g] for g in j["payload"]["ranking"]] == [[f"answer {i}"] for i in order]
+    assert [[text_of[r] for r in g] for g in j["payload"]["ranking"]] == [[f"answer {i} (0)"] for i in order]
+    # a lone 1 followed at once by another key: the 1 is taken before the key acts
+    ids = card_ids(page)
+    page.keyboard.press("1")
+    page.keyboard.press("j")  # the rank goes to A (the highlight then moves on from B to C)
+    expect(page.locator(f'.response[data-id="{ids[0]}"] .rank.selected')).to_have_text("1")
+    expect(page.locator(".response.focused")).to_have_attribute("data-label", "C")
+    expect(page.locator(".rank-typing:visible")).to_have_count(0)
     assert page.dialogs == [] and page.errors == []
 
 

@@ -142,3 +142,37 @@ def test_people_teacher_asks_a_person_through_the_server(live_server):
     thread.join()
     assert pref.which == "b" and pref.strength == 0.75 and pref.meta["annotator"] == "alice"
     assert pref.probability is None
+
+
+def test_item_priority_orders_the_next_task(live_server):
+    camp = live_server.create_campaign(annotators=["alice"], items=items(4), feedback_types=["pairwise"])
+    item_ids = camp.item_ids
+    alice = live_server.client(camp.tokens["alice"])
+    first = alice.get(f"/api/campaigns/{camp.id}/next").json()["task"]["item_id"]
+    assert first == item_ids[0]  # no priorities: task order
+    with live_server.admin() as c:
+        r = c.patch(
+            f"/api/campaigns/{camp.id}/items/priority",
+            json={"priorities": {str(item_ids[2]): 0.9, str(item_ids[1]): 0.4}},
+        )
+        assert r.status_code == 200 and r.json() == {"updated": 2}
+        assert (
+            c.patch(
+                f"/api/campaigns/{camp.id}/items/priority", json={"priorities": {"999999": 1.0}}
+            ).status_code
+            == 404
+        )
+        assert c.patch(f"/api/campaigns/{camp.id}/items/priority", json={"priorities": {}}).status_code == 422
+    order = []
+    for _ in range(4):
+        task = alice.get(f"/api/campaigns/{camp.id}/next").json()["task"]
+        order.append(task["item_id"])
+        alice.post(f"/api/tasks/{task['task_id']}/skip")
+    assert order == [item_ids[2], item_ids[1], item_ids[0], item_ids[3]]
+    # an item can carry its priority when it is added
+    with live_server.admin() as c:
+        new = c.post(
+            f"/api/campaigns/{camp.id}/items",
+            json={"items": [{"prompt": "p", "responses": [{"text": "x"}, {"text": "y"}], "priority": 5.0}]},
+        ).json()["item_ids"][0]
+    assert alice.get(f"/api/campaigns/{camp.id}/next").json()["task"]["item_id"] == new

@@ -154,3 +154,74 @@ def test_minilm_reward_model_bias_lives_in_the_head(tmp_path):
     # Plain transformers applies the offset: it is the classifier's own bias.
     assert plain.classifier.bias.item() == pytest.approx(2.0)
     torch.testing.assert_close(_rewards(plain, enc), raw - old_bias + 2.0)
+
+
+# --------------------------------------------------------------------------- pad is never an end token
+
+
+def _hub_like_chatml_dir(tmp_path, kind: str):
+    """A model directory shaped like the hub's SmolLM2-Instruct: a ChatML tokenizer with a chat
+    template and pad_token == eos_token == <|im_end|>, and a config with pad_token_id == eos."""
+    import shutil
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    src = L.resolve_model("tiny-reward" if kind == "reward" else "tiny")
+    target = tmp_path / f"hub-like-{kind}"
+    shutil.copytree(src, target)
+    tok = AutoTokenizer.from_pretrained(str(target))
+    tok.pad_token = tok.eos_token = "<|im_end|>"
+    assert tok.chat_template and tok.pad_token_id == tok.eos_token_id
+    tok.save_pretrained(str(target))
+    config = AutoConfig.from_pretrained(str(target))
+    config.pad_token_id = config.eos_token_id = tok.eos_token_id
+    config.save_pretrained(str(target))
+    return target
+
+
+def test_pad_is_never_eos_for_a_hub_chatml_tokenizer(tmp_path):
+    from prefloop.generation.hf import stop_token_ids
+
+    target = _hub_like_chatml_dir(tmp_path, "causal")
+    tok = L.load_tokenizer(target)
+    assert tok.pad_token_id is not None and tok.pad_token_id not in stop_token_ids(tok)
+    assert tok.pad_token == "<|endoftext|>"
+    assert L.load_causal_lm(target).config.pad_token_id == tok.pad_token_id
+
+
+def test_reward_of_a_hub_chatml_model_is_read_at_the_final_end_token(tmp_path):
+    from prefloop.data.tokenize import encode, pad_batch
+
+    target = _hub_like_chatml_dir(tmp_path, "reward")
+    tok = L.load_tokenizer(target)
+    model = L.load_reward_model(target).eval()
+    seqs = [encode(tok, "Say hi.", "Hi there!"), encode(tok, "Name a colour.", "Blue, like the sky.")]
+    assert all(s.input_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>") for s in seqs)
+    batch = pad_batch(seqs, tok.pad_token_id)
+    with torch.no_grad():
+        got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+        for i, s in enumerate(seqs):
+            hidden = model.model(input_ids=torch.tensor([s.input_ids])).last_hidden_state[0, -1]
+            expected = model.score(hidden).squeeze() + L.reward_head_bias(model)
+            torch.testing.assert_close(got[i], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_tokenizer_with_no_spare_token_gets_a_new_pad_and_the_model_grows(tmp_path):
+    # A base tokenizer whose only special token is eos (like GPT-2): pad must not reuse it.
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    target = tmp_path / "eos-only"
+    shutil.copytree(L.resolve_model("tiny"), target)
+    tok = AutoTokenizer.from_pretrained(str(target))
+    tok.chat_template = None
+    for name in ("pad_token", "unk_token", "bos_token"):
+        setattr(tok, name, None)
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(str(target))
+    loaded = L.load_tokenizer(target)
+    assert loaded.pad_token_id is not None and loaded.pad_token_id != loaded.eos_token_id
+    model = L.load_causal_lm(target)
+    assert model.get_input_embeddings().num_embeddings >= len(loaded)
+    assert model.config.pad_token_id == loaded.pad_token_id

@@ -7,6 +7,7 @@ import pytest
 
 from prefloop.teachers.selection import (
     binary_entropy,
+    item_scores,
     pair_probabilities,
     priorities,
     select,
@@ -68,3 +69,11 @@ def test_uniform_exclusion_and_priorities():
         selector_scores("greedy", R)
     with pytest.raises(ValueError, match="shape"):
         selector_scores("entropy", np.zeros((2, 3)))
+
+
+def test_item_scores_take_the_best_pair():
+    # item 0: members agree on every pair -> disagreement 0; item 1: responses 0 and 2 split the members
+    items = [np.array([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]]), np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])]
+    s = item_scores("disagreement", items)
+    assert s[0] == pytest.approx(0.0) and s[1] == pytest.approx(((sig(1) - sig(-1)) / 2) ** 2)
+    assert item_scores("entropy", [np.zeros((1, 1))]) == [0.0]  # one response: no pair

@@ -159,13 +159,34 @@ def test_command_smoke(case, tmp_path, monkeypatch, tiny_weights):
         result = json.loads((out / "eval.json").read_text())
         assert math.isfinite(result["eval/loss"])
     if case == "kto":
-        assert "eval/loss" in rows[0] and "eval/kl" in rows[0]
+        assert "eval/loss" in rows[0] and "eval/kl_baseline" in rows[0]
     if case == "reward-lora":
         assert (out / "adapter" / "adapter_config.json").exists()
     if command == "kto":
-        assert {"kl", "rewards/desirable"} <= set(rows[-1]) or {"kl", "rewards/undesirable"} <= set(rows[-1])
+        assert {"kl_baseline", "rewards/desirable"} <= set(rows[-1]) or {
+            "kl_baseline",
+            "rewards/undesirable",
+        } <= set(rows[-1])
+    _check_metrics_documented(command, rows, out)
     if case == "pl_dpo":
-        assert {"rewards/accuracy", "rewards/margin", "kl"} <= set(rows[0])
+        assert {"rewards/accuracy", "rewards/margin", "logratio/chosen"} <= set(rows[0]) and "kl" not in rows[
+            0
+        ]
+
+
+DOC_PAGES = {"sft": "sft.md", "reward": "reward_model.md", "dpo": "dpo.md", "ipo": "ipo.md", "kto": "kto.md"}
+
+
+def _check_metrics_documented(command: str, rows: list[dict], out: Path) -> None:
+    """Every key the run logged (metrics.jsonl, eval.json) is named, in backticks, on its docs page."""
+    page = (REPO / "docs" / "algorithms" / DOC_PAGES[command]).read_text()
+    logged = {k for row in read_metrics(out) for k in row}
+    if (out / "eval.json").exists():
+        logged |= set(json.loads((out / "eval.json").read_text()))
+    missing = sorted(k for k in logged if f"`{k}`" not in page and f"`{k.removeprefix('eval/')}`" not in page)
+    assert not missing, f"docs/algorithms/{DOC_PAGES[command]} does not document {missing}"
+    if any(k.startswith("eval/") for k in logged):
+        assert "`eval/`" in page, "the page does not say what the eval/ prefix means"
 
 
 def test_reward_bias_makes_mean_training_reward_zero(tmp_path, monkeypatch, tiny_weights):
@@ -244,7 +265,10 @@ def test_dpo_moves_implied_rewards(dpo_moves_run, tiny_weights):
     assert rows[-1]["rewards/margin"] > 0.05
     assert rows[-1]["rewards/accuracy"] > 0.5
     assert rows[-1]["loss"] < rows[0]["loss"]
-    assert {"rewards/chosen", "rewards/rejected", "kl", "logps/chosen", "logps/rejected"} <= set(rows[-1])
+    assert {"rewards/chosen", "rewards/rejected", "logratio/chosen", "logps/chosen", "logps/rejected"} <= set(
+        rows[-1]
+    )
+    assert "kl" not in rows[-1]  # the chosen log-ratio on offline data is not a KL
     assert not torch.equal(weights(dpo_moves_run / "final")[PROBE], tiny_weights[PROBE])
     assert "loss: dpo" in (dpo_moves_run / "config.yaml").read_text()
 
@@ -252,7 +276,7 @@ def test_dpo_moves_implied_rewards(dpo_moves_run, tiny_weights):
 def test_precomputed_reference_equals_live(dpo_moves_run, eight_pairs, tmp_path):
     live = run("dpo", tmp_path / "live", "--data", str(eight_pairs), *DPO_MOVES, "--no-precompute-ref")
     for a, b in zip(train_rows(dpo_moves_run), train_rows(live), strict=True):
-        for key in ("loss", "rewards/margin", "rewards/chosen", "kl"):
+        for key in ("loss", "rewards/margin", "rewards/chosen", "logratio/chosen"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
 
 
@@ -455,4 +479,5 @@ def test_a_new_pairwise_loss_is_one_registry_line(monkeypatch):
     # h = (1) − (−1) = 2 and 0 − 0 = 0: relu(1 − 0.5·2) = 0, relu(1 − 0) = 1; mean 0.5
     assert loss.item() == pytest.approx(0.5)
     assert seen == {"beta": 0.5, "label_smoothing": 0.2}
-    assert metrics["kl"] == pytest.approx(0.5)  # chosen log-ratio mean: (1 + 0) / 2
+    assert metrics["logratio/chosen"] == pytest.approx(0.5)  # chosen log-ratio mean: (1 + 0) / 2
+    assert "kl" not in metrics

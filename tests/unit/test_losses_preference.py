@@ -206,7 +206,7 @@ def test_kto_by_hand():
     expected = ((1 - sigmoid(0.2)) + (1 - sigmoid(-0.3))) / 2
     assert expected == pytest.approx(0.512305, abs=1e-6)
     assert loss.item() == pytest.approx(expected)
-    assert metrics["kl"] == pytest.approx(0.5)
+    assert metrics["kl_baseline"] == pytest.approx(0.5)
     assert metrics["rewards/desirable"] == pytest.approx(0.25)  # β · 2.5
     assert metrics["rewards/undesirable"] == pytest.approx(0.35)
     assert metrics["count/desirable"] == 1.0 and metrics["count/undesirable"] == 1.0
@@ -227,7 +227,7 @@ def test_kto_z0_clamped_and_not_differentiated():
     loss, metrics = kto_loss(policy, t(-10.0), torch.tensor([True]), kl, beta=0.1)
     # z0 = max(−3, 0) = 0 → 1 − σ(0.1 · 2.5) = 1 − σ(0.25)
     assert loss.item() == pytest.approx(1 - sigmoid(0.25))
-    assert metrics["kl"] == 0.0
+    assert metrics["kl_baseline"] == 0.0
     loss.backward()
     assert kl.grad is None  # z0 is detached: no gradient flows into the KL estimate
     # positive baseline, also detached
@@ -278,6 +278,13 @@ def test_registry_families_match_signatures():
     assert PREFERENCE_LOSSES["pl_dpo"][1](
         torch.stack([pc, pr], dim=1), torch.stack([rc, rr], dim=1), torch.ones(1, 2), beta=0.1
     )[0].item() == pytest.approx(-math.log(sigmoid(0.1)))
+    # IPO = (h − 1/(2β))² = (1 − 5)² = 16; KTO, one desirable answer with r = −1 + 1.5 = 0.5
+    # and z0 = 0: 1 − σ(0.1 · 0.5). A name wired to another family's or loss's function fails here.
+    assert PREFERENCE_LOSSES["ipo"][1](pc, pr, rc, rr, beta=0.1)[0].item() == pytest.approx(16.0)
+    assert PREFERENCE_LOSSES["kto"][1](pc, rc, torch.tensor([True]), 0.0, beta=0.1)[
+        0
+    ].item() == pytest.approx(1 - sigmoid(0.05))
+    assert set(PREFERENCE_LOSSES) == {"dpo", "ipo", "kto", "pl_dpo"}
 
 
 def test_kto_per_example_baseline():
@@ -288,6 +295,6 @@ def test_kto_per_example_baseline():
     # desirable: 1 − σ(0.1·(2.5 − 0.5)) = 1 − σ(0.2); undesirable: 1 − σ(0.1·(0 − 3.5)) = 1 − σ(−0.35)
     expected = ((1 - sigmoid(0.2)) + (1 - sigmoid(-0.35))) / 2
     assert loss.item() == pytest.approx(expected)
-    assert metrics["kl"] == pytest.approx(0.25)  # mean of the clamped baselines
+    assert metrics["kl_baseline"] == pytest.approx(0.25)  # mean of the clamped baselines
     with pytest.raises(ValueError, match="kl_baseline"):
         kto_loss(policy, ref, desirable, t(0.5, 0.5, 0.5))

@@ -207,6 +207,22 @@ def test_ranking_bad_kind_and_shapes():
         ranking_loss(torch.zeros(2), torch.ones(2))
 
 
+def test_ranking_rows_are_the_rows_the_loss_averages_over():
+    from prefloop.losses.reward import ranking_rows
+
+    # rows: strictly ordered; all tied; a single valid response
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    ranks = torch.tensor([[0, 1, 2], [0, 0, 0], [0, 0, 0]])
+    assert ranking_rows(mask, "pairwise", ranks).tolist() == [True, False, False]
+    assert ranking_rows(mask, "plackett_luce", ranks).tolist() == [True, True, False]
+    # the all-tied row counts in the Plackett–Luce mean: loss = (row 0 + row 1) / 2
+    rewards = torch.tensor([[1.0, 0.0, -1.0], [0.5, -0.5, 0.0], [2.0, 0.0, 0.0]])
+    loss, _ = ranking_loss(rewards, mask, kind="plackett_luce", ranks=ranks)
+    row0 = -(1.0 - math.log(math.exp(1) + 1 + math.exp(-1))) - (0.0 - math.log(1 + math.exp(-1)))
+    row1 = -(0.5 - 0.5) + 2 * math.log(math.exp(0.5) + math.exp(-0.5))  # one tie group: Σ s − 2 log Σ e^s
+    assert loss.item() == pytest.approx((row0 + row1) / 2)
+
+
 def test_bradley_terry_soft_labels_by_hand():
     # z = 1 for both pairs; targets q = 1 and 0.6:
     # pair 1: −log σ(1) = 0.313262;  pair 2: −[0.6 log σ(1) + 0.4 log σ(−1)] = 0.6·0.313262 + 0.4·1.313262 = 0.713262
