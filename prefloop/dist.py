@@ -183,7 +183,7 @@ class Dist:
             return _fully_shard(model, optimizer, self.device, self.world_size), optimizer
         return _deepspeed(model, optimizer, self.grad_accum, max_grad_norm)
 
-    def backward(self, loss: torch.Tensor, model: torch.nn.Module, last: bool) -> None:
+    def backward(self, loss: torch.Tensor, model: Any, last: bool) -> None:
         """Backward of one micro-batch; gradients are synced across ranks only after the last one."""
         if self.engine == "deepspeed":
             # The boundary is ours (a short last step has fewer micro-batches than grad_accum),
@@ -201,9 +201,7 @@ class Dist:
         with context:
             loss.backward()
 
-    def step(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float
-    ) -> float | None:
+    def step(self, model: Any, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> float | None:
         """Clip the synced gradients to `max_grad_norm` (0: no clipping) and update; the norm before clipping."""
         if self.engine == "deepspeed":
             model.step()  # clips to the config's gradient_clipping (= max_grad_norm) inside
@@ -220,7 +218,7 @@ class Dist:
         optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def full_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
+    def full_model(self, model: Any) -> Any:
         """The whole trained model on rank 0 (None elsewhere); a collective under FSDP2 / ZeRO-3.
 
         Sharded engines gather the full weights into the empty copy `prepare` kept, so the
@@ -231,7 +229,7 @@ class Dist:
         if self.engine == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-            state = get_model_state_dict(
+            state: Any = get_model_state_dict(
                 model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
             )
         else:
@@ -245,7 +243,7 @@ class Dist:
             base.tie_weights()  # assign=True loads tied tensors as two; tie them again
         return full
 
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def unwrap(self, model: Any) -> Any:
         if self.engine == "ddp":
             return model.module
         if self.engine == "deepspeed":
@@ -258,7 +256,7 @@ def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> li
     return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
 
 
-def _fully_shard(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, world: int):
+def _fully_shard(model: Any, optimizer: torch.optim.Optimizer, device: torch.device, world: int):
     """torch FSDP2: one `fully_shard` unit per decoder layer (the model's `_no_split_modules`), then the root."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard

@@ -119,7 +119,7 @@ class Run:
     bar: Any = None
     dist: Dist = field(default_factory=lambda: Dist(torch.device("cpu")))
     """This process's rank, world size and gradient engine."""
-    train_model: torch.nn.Module | None = None
+    train_model: Any = None
     """What the training forward goes through: the engine's wrapper (DDP, FSDP2, DeepSpeed) or the model."""
 
     def __post_init__(self) -> None:
@@ -173,7 +173,7 @@ class Run:
     ) -> None:
         """Finish step `step` (1-based after it): clip and update (unless `apply` is False: the
         caller already did), advance the schedule, log, checkpoint. `tokens` is this rank's count."""
-        (tokens,) = self.dist.sum([tokens])
+        (total_tokens,) = self.dist.sum([tokens])
         lr = self.scheduler.get_last_lr()[0]
         if apply:
             norm = self.apply_gradients()
@@ -184,7 +184,7 @@ class Run:
         logged: dict[str, float] = {
             "loss": metrics.pop("loss"),
             "step_time_s": time.perf_counter() - started,
-            "tokens": int(tokens),
+            "tokens": int(total_tokens),
             "learning_rate": float(lr),
             **({"epoch": self.schedule.epoch_of(done)} if self.schedule is not None else {}),
             **metrics,
