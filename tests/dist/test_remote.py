@@ -163,3 +163,46 @@ def test_ray_weight_sync_that_never_returns_fails_named_within_timeout(ray_clust
     ):
         stuck.update_weights(WEIGHTS)
     assert time.monotonic() - started < 10.0
+
+
+@pytest.mark.slow
+def test_grpo_with_ray_actors_syncs_weights_every_step(ray_cluster, tmp_path):
+    """`prefloop grpo --ray`: rollout and reward actors; after each update the actor samples from the
+    trainer's new weights, so the trainer/generator log-prob mismatch stays at float noise."""
+    from pathlib import Path
+
+    from prefloop.cli import main
+    from prefloop.train.logs import read_metrics
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "grpo-ray"
+    main(
+        [
+            "grpo",
+            "--model",
+            "tiny",
+            "--data",
+            str(repo / "examples" / "data" / "prompts.jsonl"),
+            "--reward",
+            f"{repo / 'tests' / 'online' / 'toy_rewards.py'}:frac_e",
+            "--output-dir",
+            str(out),
+            "--max-new-tokens",
+            "4",
+            "--prompts-per-step",
+            "2",
+            "--max-steps",
+            "3",
+            "--learning-rate",
+            "1e-2",
+            "--report-to-tensorboard",
+            "no",
+            "--ray",
+            "--sync-timeout-s",
+            "60",
+        ]
+    )
+    rows = [r for r in read_metrics(out) if "learning_rate" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # steps 2 and 3 sample from weights pushed after steps 1 and 2: no stale generator
+    assert all(r["logprobs/mismatch_max"] < 1e-4 for r in rows)
