@@ -83,6 +83,12 @@ class OnlineConfig(TrainConfig):
     """Reward actors with --ray; completions are split across them."""
     sync_timeout_s: float = 120.0
     """Deadline of each weight sync to the rollout actors (a WeightSyncError names the actor that missed it)."""
+    tis: Literal["auto", "on", "off"] = "auto"
+    """Truncated importance sampling: weight each token's advantage by min(π_old/q_generator, tis_cap); 'auto': on with --ray (the generator is not the trainer)."""
+    tis_cap: float = 2.0
+    """Cap of the truncated importance ratio."""
+    tis_seq_threshold: float | None = None
+    """Drop (weight 0) a whole sequence whose geometric-mean ratio π_old/q leaves [1/C, C]; None: no sequence mask."""
     max_steps: int = -1
     """Rollout steps (each: generate, score, update); -1 means `epochs` passes over the prompts."""
     prompts_per_step: int = 8
@@ -680,6 +686,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         logprob_mismatch,
         ppo_policy_loss,
         ptx_loss,
+        truncated_importance_weights,
         value_loss,
     )
     from prefloop.models.load import load_reward_model, torch_dtype
@@ -730,6 +737,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
     generator: Any = HFGenerator(policy, tokenizer, **_generator_options(cfg))
     if cfg.ray:  # rollout and reward actors; weights go to the rollout actors after every update
         generator, reward = _ray_generation(cfg, reward)
+    use_tis = cfg.tis == "on" or (cfg.tis == "auto" and cfg.ray)
     shaper = RewardShaper(
         RewardShaping(
             missing_eos_penalty=cfg.missing_eos_penalty,
@@ -861,6 +869,12 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     if late_old and epoch == 0 and mb_start == 0:
                         roll.old_logps[sl] = logps.detach().cpu()
                     old = roll.old_logps[sl].to(device)
+                    tis_metrics: dict[str, float] = {}
+                    if use_tis and roll.gen_logps is not None:  # the generator is not the trainer
+                        w, tis_metrics = truncated_importance_weights(
+                            old, roll.gen_logps[sl].to(device), mb["mask"], cfg.tis_cap, cfg.tis_seq_threshold
+                        )
+                        adv = adv * w  # w >= 0 scales each token's clipped surrogate exactly by w
                     # Weight of this micro-batch in the minibatch (token- or sequence-means of the whole minibatch).
                     weight = (
                         float(mb["mask"].sum()) / max(mb_tokens, 1.0)
@@ -870,6 +884,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     loss, metrics = ppo_policy_loss(
                         logps, old, adv, mb["mask"], cfg.clip_eps, cfg.dual_clip, cfg.loss_aggregation
                     )
+                    metrics.update(tis_metrics)
                     if epoch == 0 and mb_start == 0:
                         dev = (torch.exp(logps - old) - 1).abs()[mb["mask"].bool()].max().item()
                         first_dev = dev if first_dev is None else max(first_dev, dev)

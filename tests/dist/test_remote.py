@@ -168,7 +168,8 @@ def test_ray_weight_sync_that_never_returns_fails_named_within_timeout(ray_clust
 @pytest.mark.slow
 def test_grpo_with_ray_actors_syncs_weights_every_step(ray_cluster, tmp_path):
     """`prefloop grpo --ray`: rollout and reward actors; after each update the actor samples from the
-    trainer's new weights, so the trainer/generator log-prob mismatch stays at float noise."""
+    trainer's new weights, so the trainer/generator log-prob mismatch stays at float noise (and
+    the truncated importance weights, on by default here, at 1)."""
     from pathlib import Path
 
     from prefloop.cli import main
@@ -206,3 +207,6 @@ def test_grpo_with_ray_actors_syncs_weights_every_step(ray_cluster, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     # steps 2 and 3 sample from weights pushed after steps 1 and 2: no stale generator
     assert all(r["logprobs/mismatch_max"] < 1e-4 for r in rows)
+    # truncated importance sampling is on by default with --ray (the generator is not the trainer)
+    assert all(r["is/ratio_mean"] == pytest.approx(1.0, abs=1e-3) for r in rows)
+    assert all(r["is/capped_frac"] == 0.0 for r in rows)
