@@ -297,6 +297,13 @@ def start_run(
         total_steps = schedule.total_steps
     if total_steps is None or total_steps < 1:
         raise TrainError("a run needs num_records or a positive total_steps")
+    if schedule is None and dist.world_size > 1:
+        # The online loops sample their own data and call loss.backward() on the model itself:
+        # under DDP each rank would silently train its own copy. Refuse instead.
+        raise TrainError(
+            f"online loops run in one process for now (this launch has {dist.world_size}); "
+            "scale generation and rewards out with --ray instead"
+        )
     optimizer = build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, total_steps)

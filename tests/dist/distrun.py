@@ -45,7 +45,7 @@ def nine_records(src: Path, dst: Path) -> Path:
     return dst
 
 
-def launch(config: str, jobs: list[dict], workdir: Path, timeout: int = 600) -> None:
+def launch(config: str, jobs: list[dict], workdir: Path, timeout: int = 600) -> str:
     """Run `jobs` (see worker.py) in 2 processes under `accelerate launch --config_file config`."""
     spec = workdir / "jobs.json"
     spec.write_text(json.dumps(jobs))
@@ -70,6 +70,7 @@ def launch(config: str, jobs: list[dict], workdir: Path, timeout: int = 600) -> 
     ]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
 
 
 def argv(name: str, data: Path, out: Path, *flags: str) -> list[str]:

@@ -18,6 +18,7 @@ from distrun import (
     ATOL,
     CASES,
     DATA,
+    REPO,
     TIGHT,
     argv,
     assert_same_weights,
@@ -58,7 +59,12 @@ def runs(tmp_path_factory):
     lora = ["--lora", "--gradient-checkpointing", "--save-steps", "0"]
     out["2p/dpo-lora"] = root / "2p" / "dpo-lora"
     jobs.append({"argv": argv("dpo", data["dpo"], out["2p/dpo-lora"], "--batch-size", "4", *lora)})
-    launch("ddp.yaml", jobs, root)
+    online = ["grpo", "--model", "tiny", "--data", str(DATA / "prompts.jsonl"), "--reward", f"{REPO / 'tests' / 'online' / 'toy_rewards.py'}:frac_e"]
+    out["online-exit"] = root / "online-exit.txt"
+    jobs.append(
+        {"argv": [*online, "--output-dir", str(root / "2p" / "grpo")], "exit_code_file": str(out["online-exit"])}
+    )
+    out["log"] = launch("ddp.yaml", jobs, root)
     out["1p/dpo-lora"] = root / "1p" / "dpo-lora"
     main(argv("dpo", data["dpo"], out["1p/dpo-lora"], "--batch-size", "4", "--grad-accum", "2", *lora))
 
@@ -135,3 +141,10 @@ def test_lora_with_gradient_checkpointing_on_two_processes(runs):
     assert_same_weights(two, one, TIGHT)
     for a, b in zip(train_rows(two), train_rows(one), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_online_loop_refuses_several_processes(runs):
+    """Until the online loops shard their rollouts, a multi-process launch stops with one line
+    instead of training unsynced copies."""
+    assert runs["online-exit"].read_text() == "2"
+    assert "online loops run in one process for now" in runs["log"]

@@ -2,7 +2,8 @@
 
     accelerate launch --config_file examples/accelerate/ddp.yaml tests/dist/worker.py JOBS.json
 
-JOBS.json is a list of {"argv": [command, flags...], "crash_after": N or null}. Each job is
+JOBS.json is a list of {"argv": [command, flags...], "crash_after": N or null, "exit_code_file":
+PATH (optional: a job expected to stop with SystemExit writes its code there)}. Each job is
 exactly what `prefloop COMMAND FLAGS` runs (`prefloop.cli.main`); several jobs share one launch
 so the processes start (and import torch) once. `crash_after` stops the job right after
 optimizer step N (and its checkpoint) on every rank, as a killed run would.
@@ -34,6 +35,10 @@ def run_job(job: dict) -> None:
         main(job["argv"])
     except Crash:
         pass
+    except SystemExit as exc:  # a command that refuses to run (exit 2 with a one-line message)
+        if "exit_code_file" not in job:
+            raise
+        Path(job["exit_code_file"]).write_text(str(exc.code))
     finally:
         Run.step_done = original
 
