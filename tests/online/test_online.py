@@ -328,6 +328,16 @@ def test_rejection_sampling_two_rounds(tmp_path, tiny_weights):
     AutoModelForCausalLM.from_pretrained(str(out / "final"))
 
 
+@pytest.mark.parametrize(("command", "name"), [("ppo", "ppo.yaml"), ("grpo", "grpo.yaml")])
+def test_example_configs_parse(command, name):
+    from prefloop.config import load_yaml
+    from prefloop.train.online import CONFIGS
+
+    cls = CONFIGS[command]
+    cfg = load_yaml(cls, str(REPO / "examples" / name), base=cls())
+    assert cfg.reward == "gold:positive_replies" and cfg.data == "examples/data/prompts.jsonl"
+
+
 def test_reward_hacking_warning_names_the_step(tmp_path, capsys):
     """The training reward rises every step while the watch falls: warned once, at step 3 (window 3)."""
     out = tmp_path / "hack"
