@@ -33,6 +33,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -472,7 +473,10 @@ def _dpo(cfg: ConstitutionalRLConfig, out: Path, records: list) -> Path:
     )
 
 
-STAGES = {"sl": (ConstitutionalSLConfig, run_sl), "rl": (ConstitutionalRLConfig, run_rl)}
+STAGES: dict[str, tuple[type[Any], Callable[[Any], Any]]] = {
+    "sl": (ConstitutionalSLConfig, run_sl),
+    "rl": (ConstitutionalRLConfig, run_rl),
+}
 
 
 def main(argv: list[str], command: str = "constitutional") -> None:
@@ -486,7 +490,7 @@ def main(argv: list[str], command: str = "constitutional") -> None:
         print(f"usage: prefloop {command} sl|rl [--help] [flags]", file=sys.stderr)
         raise SystemExit(2)
     cls, fn = STAGES[argv[0]]
-    cfg = parse_args(cls, argv[1:], prog=f"prefloop {command} {argv[0]}", description=cls.__doc__)
+    cfg: Any = parse_args(cls, argv[1:], prog=f"prefloop {command} {argv[0]}", description=cls.__doc__)
     try:
         report = fn(cfg)
     except (ConfigError, DataError, ValueError, FileNotFoundError, ModelLoadError, JudgeError) as exc:

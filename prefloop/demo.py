@@ -131,7 +131,8 @@ class Phases:
     """Times named phases and prints one progress line at the start and end of each."""
 
     def __init__(self, total: int):
-        self.total, self.count, self.timings = total, 0, {}
+        self.total, self.count = total, 0
+        self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
 
     @contextmanager
@@ -425,7 +426,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     with phases.phase("report", f"{out}/report.md, report.png, summary.json"):
         _, before_se = mean_and_stderr(gold_before)
         _, after_se = mean_and_stderr(gold_after)
-        summary = {
+        summary: dict[str, Any] = {
             "task": cfg.task,
             "num_train_prompts": len(train_prompts),
             "num_eval_prompts": len(eval_prompts),

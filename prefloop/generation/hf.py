@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from prefloop.data.records import PromptText
-from prefloop.generation.base import Completion, Generator, group_by_prompt
+from prefloop.generation.base import Completion, FinishReason, Generator, group_by_prompt
 
 __all__ = ["Completion", "Generator", "HFGenerator", "group_by_prompt", "stop_token_ids"]
 
@@ -280,10 +280,10 @@ class HFGenerator:
         prompt_index: int = 0,
     ) -> Completion:
         """Cut after the first stop token (later positions are padding of finished rows)."""
-        length, reason = len(tokens), "length"
+        length, reason = len(tokens), cast(FinishReason, "length")
         for t, tok in enumerate(tokens):
             if tok in self.stop_ids:
-                length, reason = t + 1, "eos"
+                length, reason = t + 1, cast(FinishReason, "eos")
                 break
         ids = tokens[:length]
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -171,7 +171,7 @@ def tokenize(records, tokenizer, cfg: PreferenceConfig, others: Sequence[Any] = 
     if family == "unpaired" and records:
         pool = list(records) + list(others)
         partners = mismatched_partners([r.prompt for r in pool])
-    items = []
+    items: list[dict[str, Any]] = []
     for i, r in enumerate(records):
         if family == "pairwise":
             items.append({"seqs": [enc(r.prompt, r.chosen), enc(r.prompt, r.rejected)]})
@@ -299,6 +299,7 @@ def kto_kl_baseline(run, cfg, micro, ref: RefLogps, pad_id: int, device, key_lis
         # forward passes (DDP syncs buffers, FSDP gathers shards in each), but count nothing.
         policy_kl = seq_logps(run.train_model, [item["kl_seq"] for item in items], pad_id, cfg, device)
         _, ref_kl = split_ref(cfg, items, ref.lookup(keys, items, pad_id))
+        assert ref_kl is not None  # KTO items always carry their mismatched sequence
         if weight > 0:
             total += (policy_kl - ref_kl).sum().item()
             count += len(items)
@@ -317,6 +318,7 @@ def evaluate(model, cfg, items, ref: RefLogps, pad_id: int, device, offset: int)
         ref_all, ref_kl = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
         z0 = None
         if loss_family(cfg.loss) == "unpaired":
+            assert ref_kl is not None
             z0 = (
                 (seq_logps(model, [it["kl_seq"] for it in chunk], pad_id, cfg, device) - ref_kl).mean().item()
             )
