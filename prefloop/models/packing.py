@@ -249,10 +249,8 @@ def packed_response_logps(
     """(log π(response | prompt) per sequence [N], response token counts [N]) from a packed row.
 
     The packed counterpart of `response_logps` on the padded batch: the LM head runs only at the
-    positions that predict response tokens, in checkpointed chunks of `chunk_tokens`. The chunk's
-    [chunk_tokens, V] logits (and their gradient) are alive at the start of the backward pass,
-    when every activation still is, i.e. at the peak: 128 × 49152 fp32 = 25 MB instead of 200 MB
-    for 1024 tokens, for the same matrix products.
+    positions that predict response tokens, in checkpointed chunks of `chunk_tokens` (one chunk's
+    [chunk_tokens, V] logits and their gradient alive at a time: 128 × 49152 fp32 = 25 MB).
     """
     from prefloop.models.logps import _head_logps, _split_lm
 
