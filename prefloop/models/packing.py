@@ -217,6 +217,7 @@ def enable_packing(model) -> bool:
 
 
 def is_packing_enabled(model) -> bool:
+    model = getattr(model, "module", model)  # a data-parallel wrapper (DDP, DeepSpeed engine) runs its module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(base.config, "_attn_implementation", None) == ATTN_IMPLEMENTATION
 
@@ -248,10 +249,8 @@ def packed_response_logps(
     """(log π(response | prompt) per sequence [N], response token counts [N]) from a packed row.
 
     The packed counterpart of `response_logps` on the padded batch: the LM head runs only at the
-    positions that predict response tokens, in checkpointed chunks of `chunk_tokens`. The chunk's
-    [chunk_tokens, V] logits (and their gradient) are alive at the start of the backward pass,
-    when every activation still is, i.e. at the peak: 128 × 49152 fp32 = 25 MB instead of 200 MB
-    for 1024 tokens, for the same matrix products.
+    positions that predict response tokens, in checkpointed chunks of `chunk_tokens` (one chunk's
+    [chunk_tokens, V] logits and their gradient alive at a time: 128 × 49152 fp32 = 25 MB).
     """
     from prefloop.models.logps import _head_logps, _split_lm
 
@@ -303,6 +302,8 @@ def packed_rewards(model, layout: PackedBatch) -> torch.Tensor:
 
 
 def supports_packed_rewards(model) -> bool:
+    if getattr(model, "prefloop_whole_forward", False):
+        return False  # sharded (prefloop.dist): the body alone would skip the root's weight gather
     base = _unwrap(model)
     body = getattr(base, getattr(base, "base_model_prefix", ""), None)
     if body is None:
