@@ -285,7 +285,7 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown runs {unknown}; choose from {list(RUNS)}")
     peak = harness.matmul_peak_gflops(args.threads)
-    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak:.0f} GFLOP/s", flush=True)
+    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak}", flush=True)
     work = per_step_work(args)
     rows: dict[str, dict] = {}
     for name in args.runs:  # results are rewritten after every run, so a cut-short invocation keeps its rows
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"[bench] step-1 loss differs from ln 2 = {LN2:.5f} in: {bad}")
 
 
-def report(rows: dict[str, dict], args, peak: float) -> None:
+def report(rows: dict[str, dict], args, peak: dict) -> None:
     """Print the table and (unless --no-write) write results/dpo_<tag>.json and .md."""
     ratios = [q for a, b in COMPARISONS if (q := harness.ratio(rows, a, b))]
     title = (

@@ -12,9 +12,12 @@ and p50 / p99 latency of the submit and next requests, and checks that the datab
 exactly one row per acknowledged judgment.
 
 --profile DIR attaches py-spy (pip install py-spy) to the server for the load phase and writes
-its folded stacks (DIR/<db>.folded) and a summary (DIR/<db>.txt): the share of samples spent
-in each layer (HTTP stack, auth, validation, ORM, SQLite / PostgreSQL driver, commit) and the
-functions with the most samples.
+its folded stacks (DIR/<db>.folded) and a summary (DIR/<db>.txt). py-spy runs with --gil: it
+samples the thread holding the GIL, i.e. where the server process spends its Python CPU time.
+The summary gives the share of samples per layer (each sample goes to the innermost frame that
+belongs to a layer: database driver, SQLAlchemy, pydantic, JSON, Markdown, thread hand-offs,
+prefloop's own code, else the HTTP stack) and the functions with the most samples.
+`server_cpu_ms_per_judgment` (CPU time of the server process / judgments) is measured always.
 """
 
 from __future__ import annotations
@@ -104,7 +107,9 @@ LAYERS = [  # first match wins, tested on each stack from the innermost frame ou
     ("JSON encode / decode", ("json/", "jsonable_encoder", "serialize_response")),
     ("pydantic validation", ("pydantic",)),
     ("SQLAlchemy", ("sqlalchemy",)),
+    ("Markdown rendering", ("markdown_it", "nh3", "rendering.py")),
     ("thread hand-off / waiting", ("threading.py", "to_thread", "anyio", "queue.py")),
+    ("app code (prefloop)", ("prefloop/",)),
     (
         "HTTP stack (uvicorn, starlette, fastapi)",
         ("uvicorn", "h11", "httptools", "starlette", "fastapi", "asyncio"),

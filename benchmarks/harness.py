@@ -164,17 +164,19 @@ def peak_rss_mb() -> float:
 
 
 def marker(torch, device: str, marks: list):
-    """A function that appends (wall time, process CPU time) to `marks`, after a CUDA sync."""
+    """A function that appends (wall time, process CPU time, system CPU time) to `marks`, after a CUDA sync."""
 
     def mark():
         if device == "cuda":
             torch.cuda.synchronize()
-        marks.append((time.perf_counter(), time.process_time()))
+        marks.append(
+            (time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_stime)
+        )
 
     return mark
 
 
-def step_deltas(marks: list[tuple[float, float]]) -> dict:
+def step_deltas(marks: list[tuple[float, ...]]) -> dict:
     """Per-step wall and CPU seconds from consecutive marks (train start, then each step end).
 
     CPU time (all threads of the process) is reported next to wall time because the machine is
@@ -183,6 +185,7 @@ def step_deltas(marks: list[tuple[float, float]]) -> dict:
     return {
         "step_times_s": [b[0] - a[0] for a, b in itertools.pairwise(marks)],
         "step_cpu_s": [b[1] - a[1] for a, b in itertools.pairwise(marks)],
+        "step_system_s": [b[2] - a[2] for a, b in itertools.pairwise(marks)],
     }
 
 
@@ -279,6 +282,10 @@ def child_main(fn, args, opts: dict, name: str) -> None:
     out = fn(args, opts, workdir)
     sampler.stop()
     out["peak_rss_mb"] = peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # User vs system CPU and page faults of the whole child: memory returned to the OS at once
+    # (prefloop's mallopt settings) is paid back as page faults, i.e. system time.
+    out["rusage"] = {"user_s": usage.ru_utime, "system_s": usage.ru_stime, "minor_faults": usage.ru_minflt}
     train_start, train_end = out.pop("train_window")
     out["peak_rss_train_mb"] = sampler.peak_between(train_start, train_end)
     out["rss_before_train_mb"] = sampler.peak_between(0.0, train_start)
@@ -329,19 +336,27 @@ def run_child(script: str, name: str, flags: list[str], threads: int, verbose: b
     return raw
 
 
-def matmul_peak_gflops(threads: int, n: int = 4096, reps: int = 6) -> float:
-    """Best fp32 GFLOP/s of an n×n by n×n matrix product on `threads` threads (this process)."""
+def matmul_peak_gflops(threads: int, n: int = 4096, reps: int = 6) -> dict:
+    """fp32 GFLOP/s of an n×n by n×n matrix product on `threads` threads (this process).
+
+    "wall": the best wall-clock rate; "cpu": FLOPs per second of process CPU time times the
+    threads, i.e. what the threads reach while they run. On a machine shared with other jobs the
+    wall rate drops with the load; the CPU rate much less, so shares of the peak are given on
+    both bases (steps by wall time against the wall peak, by CPU time against the CPU peak).
+    """
     import torch
 
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)  # warm-up
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    flops = 2 * n**3
+    return {"wall": flops / best_wall / 1e9, "cpu": flops / best_cpu * threads / 1e9, "threads": threads}
 
 
 def model_shape(model_dir: str, task: str) -> dict:
@@ -392,7 +407,7 @@ def steady_mean(values: list[float]) -> float:
     return sum(steady) / len(steady)
 
 
-def summarize(name: str, framework: str, raw: dict, per_step: dict, peak_gflops: float) -> dict:
+def summarize(name: str, framework: str, raw: dict, per_step: dict, peak: dict) -> dict:
     """One table row: s/step, CPU s/step, examples/s, tokens/s, share of peak, peak RSS, losses.
 
     `per_step` holds the step's mean "examples", "tokens" (unpadded) and useful "flops".
@@ -404,10 +419,11 @@ def summarize(name: str, framework: str, raw: dict, per_step: dict, peak_gflops:
         "framework": framework,
         "s_per_step": s,
         "cpu_s_per_step": steady_mean(cpu) if cpu else None,
+        "system_s_per_step": steady_mean(raw["step_system_s"]) if raw.get("step_system_s") else None,
         "examples_per_s": per_step["examples"] / s,
         "tokens_per_s": per_step["tokens"] / s,
         "gflops_per_s": per_step["flops"] / s / 1e9,
-        "share_of_peak": per_step["flops"] / s / 1e9 / peak_gflops,
+        "share_of_peak": per_step["flops"] / s / 1e9 / peak["wall"],
         "peak_rss_mb": raw["peak_rss_mb"],
         "peak_rss_train_mb": raw.get("peak_rss_train_mb"),
         "rss_before_train_mb": raw.get("rss_before_train_mb"),
@@ -418,13 +434,20 @@ def summarize(name: str, framework: str, raw: dict, per_step: dict, peak_gflops:
         "losses": raw["losses"],
         "wall_s": raw.get("wall_s"),
         "per_step": per_step,
+        "rusage": raw.get("rusage"),
     }
+    if row["cpu_s_per_step"]:
+        # FLOPs per CPU-second of the step vs the matmul's per CPU-second (times threads alike).
+        row["share_of_peak_cpu"] = (
+            per_step["flops"] / (row["cpu_s_per_step"] / peak["threads"]) / 1e9 / peak["cpu"]
+        )
     if raw.get("peak_cuda_mb") is not None:
         row["peak_cuda_mb"] = raw["peak_cuda_mb"]
     print(
-        f"[bench] {name}: {s:.2f} s/step (CPU {row['cpu_s_per_step'] or 0:.2f}), "
+        f"[bench] {name}: {s:.2f} s/step (CPU {row['cpu_s_per_step'] or 0:.2f}, "
+        f"of which system {row['system_s_per_step'] or 0:.2f}), "
         f"{row['examples_per_s']:.2f} examples/s, {row['tokens_per_s']:.0f} tokens/s, "
-        f"{100 * row['share_of_peak']:.1f}% of peak, peak RSS {row['peak_rss_mb']:.0f} MiB, "
+        f"{100 * row['share_of_peak']:.1f}% of peak (CPU basis {100 * (row.get('share_of_peak_cpu') or 0):.1f}%), peak RSS {row['peak_rss_mb']:.0f} MiB, "
         f"losses {[round(x, 4) for x in row['losses'][:3]]}, steps {[round(t, 2) for t in row['step_times_s']]}",
         flush=True,
     )
@@ -449,21 +472,26 @@ def ratio(rows: dict, ours: str, theirs: str) -> dict | None:
     return out
 
 
-def markdown(title: str, rows: dict, ratios: list[dict], descriptions: dict, peak_gflops: float) -> str:
+def markdown(title: str, rows: dict, ratios: list[dict], descriptions: dict, peak: dict) -> str:
     lines = [
         title,
         "",
-        f"fp32 matmul peak measured in this run: {peak_gflops:.0f} GFLOP/s.",
+        f"fp32 matmul peak measured in this run ({peak['threads']} threads, 4096² × 4096²): "
+        f"{peak['wall']:.0f} GFLOP/s wall-clock, {peak['cpu']:.0f} GFLOP/s per {peak['threads']} busy "
+        "threads (CPU-time basis). % of peak = useful FLOPs of a step / s/step / wall peak; "
+        "CPU basis = useful FLOPs / (CPU s/step / threads) / CPU peak.",
         "",
-        "| run | s/step | CPU s/step | examples/s | tokens/s | % of peak | peak RSS (MiB) | step-1 loss |",
+        "| run | s/step | CPU s/step | examples/s | tokens/s | % of peak (wall / CPU basis) | peak RSS (MiB) |"
+        " step-1 loss |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows.values():
         cpu = f"{r['cpu_s_per_step']:.2f}" if r.get("cpu_s_per_step") is not None else "-"
         loss = f"{r['step1_loss']:.4f}" if r.get("step1_loss") is not None else "-"
+        share_cpu = f"{100 * r['share_of_peak_cpu']:.1f}" if r.get("share_of_peak_cpu") else "-"
         lines.append(
             f"| {r['run']} | {r['s_per_step']:.2f} | {cpu} | {r['examples_per_s']:.2f} | "
-            f"{r['tokens_per_s']:.0f} | {100 * r['share_of_peak']:.1f} | {r['peak_rss_mb']:.0f} | {loss} |"
+            f"{r['tokens_per_s']:.0f} | {100 * r['share_of_peak']:.1f} / {share_cpu} | {r['peak_rss_mb']:.0f} | {loss} |"
         )
     lines.append("")
     for q in ratios:

@@ -205,7 +205,7 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown runs {unknown}; choose from {list(RUNS)}")
     peak = harness.matmul_peak_gflops(args.threads)
-    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak:.0f} GFLOP/s", flush=True)
+    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak}", flush=True)
     work = {b: per_step_work(args, b) for b in {RUNS[n][1] for n in args.runs}}
     rows: dict[str, dict] = {}
     for name in args.runs:

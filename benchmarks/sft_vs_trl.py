@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown runs {unknown}; choose from {list(RUNS)}")
     peak = harness.matmul_peak_gflops(args.threads)
-    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak:.0f} GFLOP/s", flush=True)
+    print(f"[bench] fp32 matmul peak on {args.threads} threads: {peak}", flush=True)
     each = per_example_work(args)
     rows: dict[str, dict] = {}
     for name in args.runs:

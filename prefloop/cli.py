@@ -20,6 +20,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dpo": ("prefloop.train.preference", "direct preference optimization (sigmoid DPO, cDPO)"),
     "ipo": ("prefloop.train.preference", "identity preference optimization"),
     "kto": ("prefloop.train.preference", "Kahneman-Tversky optimization on binary feedback"),
+    "ppo": (
+        "prefloop.train.online",
+        "PPO against a reward: value model, GAE, KL penalty, clipped surrogate, PPO-ptx",
+    ),
+    "a2c": (
+        "prefloop.train.online",
+        "advantage actor-critic against a reward (value-model baseline, one step per rollout)",
+    ),
+    "rloo": (
+        "prefloop.train.online",
+        "REINFORCE leave-one-out: K samples per prompt, leave-one-out baseline",
+    ),
+    "grpo": ("prefloop.train.online", "group relative policy optimization (grpo, dr_grpo, dapo losses)"),
+    "reinforce": (
+        "prefloop.train.online",
+        "REINFORCE++: KL-shaped returns, global-batch-normalised advantages",
+    ),
+    "best-of-n": (
+        "prefloop.generation.best_of_n",
+        "sample N per prompt, keep the best by reward (inference)",
+    ),
+    "rejection-sampling": (
+        "prefloop.train.rejection_sampling",
+        "Llama 2 rejection sampling: best of N by reward, SFT on it, repeat --rounds",
+    ),
+    "eval": (
+        "prefloop.eval.cli",
+        "win rates, reward-KL frontier, over-optimization, leaderboards, run reports",
+    ),
     "demo": ("prefloop.demo", "the main job: sample, simulate annotators, train RM + DPO, report"),
     "generate": ("prefloop.generation.cli", "sample K responses per prompt from a model into JSONL"),
     "serve": ("prefloop.feedback.cli", "run the feedback server (web UI + REST API)"),

@@ -14,7 +14,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -98,7 +98,7 @@ def _from_dict(cls: type[T], data: dict[str, Any], where: str, base: T | None = 
         )
     values = {k: _check_value(v, fields[k], f"{where}: field '{k}'") for k, v in data.items()}
     if base is not None:
-        return dataclasses.replace(base, **values)
+        return dataclasses.replace(cast(Any, base), **values)  # T is a dataclass (checked by fields())
     try:
         return cls(**values)
     except TypeError as exc:  # a required field is missing
@@ -158,5 +158,5 @@ def parse_args(cls: type[T], argv: list[str], prog: str | None = None, descripti
             from prefloop.cli import fail
 
             fail(str(exc))
-        default = dataclasses.replace(default, config=config_file)  # type: ignore[call-arg]
+        default = dataclasses.replace(cast(Any, default), config=config_file)
     return tyro.cli(cls, args=argv, default=default, prog=prog, description=description)

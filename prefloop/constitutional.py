@@ -14,15 +14,16 @@ principle's question in a multiple-choice "(A)/(B)" format; the soft labels are 
 the K principles ("ensembled"): p = mean_k p_k, and with a reasoning step each p_k is clamped
 to [0.4, 0.6] first (the paper's remedy for over-confident chain-of-thought labels). Then
     preference model: soft-label Bradley–Terry (`prefloop.train.reward_model`, target p)
-    policy:           DPO (`prefloop.train.preference`) on the pairs, chosen = the side with p > ½.
+    policy:           DPO (`prefloop.train.preference`) on the pairs, chosen = the side with p > ½,
+                      or PPO (`prefloop.train.online`) against the preference model (--policy-step ppo).
 
 Both write OUTPUT/report.md and report.json comparing the start model and the trained one on
 held-out red-team prompts (same sampling seed): a programmatic gold that fits the example
 constitution (VADER sentiment: warmer, kinder replies score higher), the AI judge's win rate
 (after vs before, under the constitution's preamble) and, for `rl`, the preference model's score.
 
-Deviations: the paper's PPO against the preference model waits for the online-RL loop; DPO on
-the AI-labelled pairs is used instead. Critiques and revisions come from the policy itself (as
+Policy step: DPO on the AI-labelled pairs (default), or `--policy-step ppo`: PPO
+(`prefloop.train.online`) against the soft-label preference model, as in the paper. Critiques and revisions come from the policy itself (as
 in the paper), which a 135M model does poorly — see docs/algorithms/constitutional.md.
 """
 
@@ -32,9 +33,10 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 CHOICE_TEMPLATE = (
     "Consider the user's request and the two replies. {question}\n"
@@ -117,6 +119,12 @@ class ConstitutionalRLConfig:
     """Backbone of the soft-label preference model ('minilm', 'tiny-reward', a path ...)."""
     pm_epochs: int = 3
     """Preference-model passes."""
+    policy_step: Literal["dpo", "ppo"] = "dpo"
+    """Policy optimization: DPO on the AI-labelled pairs, or PPO against the preference model (the paper's)."""
+    ppo_steps: int = 20
+    """PPO rollout steps (--policy-step ppo)."""
+    ppo_lr: float = 1e-5
+    """PPO learning rate (LoRA: ~1e-4)."""
     dpo_epochs: int = 2
     """DPO passes over the pairs."""
     dpo_max_steps: int = -1
@@ -343,7 +351,7 @@ def run_rl(cfg: ConstitutionalRLConfig) -> dict[str, Any]:
     from prefloop.rewards.model import RewardModelScorer
     from prefloop.teachers.constitution import load_constitution
     from prefloop.teachers.lm import LocalChatModel
-    from prefloop.train import preference, reward_model
+    from prefloop.train import reward_model
 
     constitution = load_constitution(cfg.constitution)
     train_prompts, eval_prompts = _split(read_prompts(cfg.prompts), cfg.num_eval_prompts, cfg.seed)
@@ -392,26 +400,30 @@ def run_rl(cfg: ConstitutionalRLConfig) -> dict[str, Any]:
         ),
         records=records,
     )
-    policy = preference.train(
-        preference.PreferenceConfig(
-            model=cfg.model,
-            output_dir=str(out / "dpo"),
-            loss="dpo",
-            beta=cfg.dpo_beta,
-            learning_rate=cfg.dpo_lr,
-            epochs=cfg.dpo_epochs,
-            max_steps=cfg.dpo_max_steps,
-            batch_size=4,
-            lora=cfg.lora,
-            max_length=256,
-            max_prompt_length=128,
-            seed=cfg.seed,
-            device=cfg.device,
-            save_steps=0,
-            report_to_tensorboard="no",
-        ),
-        records=[PreferencePair(r.prompt, r.chosen, r.rejected) for r in records],
-    )
+    if cfg.policy_step == "ppo":
+        from prefloop.data.records import Prompt
+        from prefloop.train import online
+
+        policy = online.train(
+            online.PPOConfig(
+                model=cfg.model,
+                output_dir=str(out / "ppo"),
+                max_steps=cfg.ppo_steps,
+                prompts_per_step=min(8, len(train_prompts)),
+                learning_rate=cfg.ppo_lr,
+                lora=cfg.lora,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed,
+                device=cfg.device,
+                save_steps=0,
+                report_to_tensorboard="no",
+            ),
+            records=[Prompt(p) for p in train_prompts],
+            reward=RewardModelScorer(pm_path, device=cfg.device),
+            algorithm="ppo",
+        )
+    else:
+        policy = _dpo(cfg, out, records)
     ps = [lab["p"] for lab in labels]
     report = {
         "stage": "rl",
@@ -435,7 +447,36 @@ def run_rl(cfg: ConstitutionalRLConfig) -> dict[str, Any]:
     return report
 
 
-STAGES = {"sl": (ConstitutionalSLConfig, run_sl), "rl": (ConstitutionalRLConfig, run_rl)}
+def _dpo(cfg: ConstitutionalRLConfig, out: Path, records: list) -> Path:
+    from prefloop.data.records import PreferencePair
+    from prefloop.train import preference
+
+    return preference.train(
+        preference.PreferenceConfig(
+            model=cfg.model,
+            output_dir=str(out / "dpo"),
+            loss="dpo",
+            beta=cfg.dpo_beta,
+            learning_rate=cfg.dpo_lr,
+            epochs=cfg.dpo_epochs,
+            max_steps=cfg.dpo_max_steps,
+            batch_size=4,
+            lora=cfg.lora,
+            max_length=256,
+            max_prompt_length=128,
+            seed=cfg.seed,
+            device=cfg.device,
+            save_steps=0,
+            report_to_tensorboard="no",
+        ),
+        records=[PreferencePair(r.prompt, r.chosen, r.rejected) for r in records],
+    )
+
+
+STAGES: dict[str, tuple[type[Any], Callable[[Any], Any]]] = {
+    "sl": (ConstitutionalSLConfig, run_sl),
+    "rl": (ConstitutionalRLConfig, run_rl),
+}
 
 
 def main(argv: list[str], command: str = "constitutional") -> None:
@@ -449,7 +490,7 @@ def main(argv: list[str], command: str = "constitutional") -> None:
         print(f"usage: prefloop {command} sl|rl [--help] [flags]", file=sys.stderr)
         raise SystemExit(2)
     cls, fn = STAGES[argv[0]]
-    cfg = parse_args(cls, argv[1:], prog=f"prefloop {command} {argv[0]}", description=cls.__doc__)
+    cfg: Any = parse_args(cls, argv[1:], prog=f"prefloop {command} {argv[0]}", description=cls.__doc__)
     try:
         report = fn(cfg)
     except (ConfigError, DataError, ValueError, FileNotFoundError, ModelLoadError, JudgeError) as exc:

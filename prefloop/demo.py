@@ -99,6 +99,21 @@ class DemoConfig:
     """Reward-model peak learning rate."""
     reward_batch_size: int = 8
     """Rankings per reward-model step."""
+    method: Literal["dpo", "ppo", "grpo", "rloo"] = "dpo"
+    """Policy optimization: 'dpo' on the rankings, or RL against the trained reward model ('ppo', 'grpo',
+    'rloo'; the DPO run is done too, for a side-by-side)."""
+    rl_steps: int = 30
+    """RL rollout steps (each: rl_prompts_per_step prompts x rl_num_generations replies)."""
+    rl_prompts_per_step: int = 8
+    """Training prompts per RL step."""
+    rl_num_generations: int = 4
+    """Replies sampled per prompt per RL step."""
+    rl_lr: float = 2e-4
+    """RL peak learning rate (constant; LoRA r=16)."""
+    rl_kl_coef: float = 0.05
+    """Initial β of the KL penalty to the start model (adapted toward rl_kl_target)."""
+    rl_kl_target: float = 4.0
+    """Target KL per reply (nats) of the adaptive KL controller."""
     num_shown_samples: int = 8
     """Held-out prompts whose before/after replies are shown in the report."""
     seed: int = 0
@@ -116,7 +131,8 @@ class Phases:
     """Times named phases and prints one progress line at the start and end of each."""
 
     def __init__(self, total: int):
-        self.total, self.count, self.timings = total, 0, {}
+        self.total, self.count = total, 0
+        self.timings: dict[str, float] = {}
         self.started = time.perf_counter()
 
     @contextmanager
@@ -256,7 +272,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     device = _device(cfg.device)
-    phases = Phases(total=9)
+    phases = Phases(total=9 if cfg.method == "dpo" else 11)
     gold = SentimentGold(max_words=cfg.max_words)
     eval_seed = cfg.seed + 1  # the same for before and after
 
@@ -403,10 +419,14 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             flush=True,
         )
 
+    rl = None
+    if cfg.method != "dpo":
+        rl = _rl_phases(cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, generator)
+
     with phases.phase("report", f"{out}/report.md, report.png, summary.json"):
         _, before_se = mean_and_stderr(gold_before)
         _, after_se = mean_and_stderr(gold_after)
-        summary = {
+        summary: dict[str, Any] = {
             "task": cfg.task,
             "num_train_prompts": len(train_prompts),
             "num_eval_prompts": len(eval_prompts),
@@ -465,6 +485,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
             dpo_metrics,
             {"before": list(zip(gold_before, rm_before)), "after": list(zip(gold_after, rm_after))},
         )
+        if rl is not None:
+            summary["rl"] = _rl_report(out, cfg, rl, gold_before_mean, gold_after_mean, kl)
     summary["timings_s"] = dict(phases.timings)
     summary["timings_s"]["total"] = time.perf_counter() - phases.started
     (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, ensure_ascii=False) + "\n")
@@ -475,6 +497,138 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         flush=True,
     )
     return summary
+
+
+class _GoldWatch:
+    """The RL reward: the reward model's scores. It also records the gold score of each batch of
+    training samples for the report's curve; the gold never reaches the training loop."""
+
+    name = "reward model"
+
+    def __init__(self, scorer, gold):
+        self.scorer, self.gold, self.gold_per_call = scorer, gold, []
+
+    def __call__(self, prompts, completions):
+        scores = self.scorer(prompts, completions)
+        golds = self.gold(prompts, completions)
+        self.gold_per_call.append(sum(golds) / max(len(golds), 1))
+        return scores
+
+
+def _rl_phases(cfg, phases, out, train_prompts, eval_prompts, scorer, gold, start_model, generator):
+    """RL against the reward model (the same rankings' RM), then the held-out evaluation of its policy."""
+    from prefloop.data.records import Prompt
+    from prefloop.eval.metrics import gold_score, kl_to_reference
+    from prefloop.models.load import load_causal_lm
+    from prefloop.train import online
+    from prefloop.train.logs import read_metrics
+
+    watch = _GoldWatch(scorer, gold)
+    settings = {
+        "ppo": {"ppo_epochs": 2, "batch_size": 8, "grad_accum": 2},
+        "grpo": {"batch_size": 32},
+        "rloo": {"batch_size": 32},
+    }[cfg.method]
+    rl_cfg = online.CONFIGS[cfg.method](
+        model=cfg.model,
+        output_dir=str(out / cfg.method),
+        reward="reward model (demo)",
+        max_steps=cfg.rl_steps,
+        prompts_per_step=cfg.rl_prompts_per_step,
+        num_generations=cfg.rl_num_generations,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        learning_rate=cfg.rl_lr,
+        lora=True,
+        kl_coef=cfg.rl_kl_coef,
+        kl_in="reward",
+        kl_estimator="k1",
+        adaptive_kl=True,
+        kl_target=cfg.rl_kl_target,
+        kl_horizon=10 * cfg.rl_prompts_per_step * cfg.rl_num_generations,
+        max_length=256,
+        max_prompt_length=128,
+        seed=cfg.seed,
+        device=cfg.device,
+        save_steps=0,
+        report_to_tensorboard="no",
+        **settings,
+    )
+    n = cfg.rl_prompts_per_step * cfg.rl_num_generations
+    with phases.phase(
+        cfg.method, f"{cfg.method.upper()} against the reward model: {cfg.rl_steps} steps x {n} replies"
+    ):
+        rl_path = online.train(
+            rl_cfg, records=[Prompt(p) for p in train_prompts], reward=watch, algorithm=cfg.method
+        )
+        metrics = read_metrics(out / cfg.method)
+    eval_flat = [p for p in eval_prompts for _ in range(cfg.eval_samples)]
+    with phases.phase(f"{cfg.method} eval", "held-out samples of the RL policy (same seed): gold score, KL"):
+        policy = load_causal_lm(str(rl_path)).to(next(start_model.parameters()).device).eval()
+        completions = generator(policy).generate(eval_prompts, cfg.eval_samples, seed=cfg.seed + 1)
+        after = [c.text for c in completions]
+        gold_mean, golds = gold_score(gold, eval_flat, after)
+        # On exactly the sampled ids, as the DPO evaluation above.
+        kl, _ = kl_to_reference(
+            policy, start_model, [c.prompt_token_ids for c in completions], [c.token_ids for c in completions]
+        )
+        rm = scorer(eval_flat, after)
+        print(f"    {cfg.method}: held-out gold {gold_mean:.3f}, KL {kl:.3f} nats", flush=True)
+    _write_jsonl(
+        out / f"samples_{cfg.method}.jsonl",
+        ({"prompt": p, "response": a, "gold": g} for p, a, g in zip(eval_flat, after, golds)),
+    )
+    return {
+        "path": str(rl_path),
+        "metrics": metrics,
+        "gold_per_step": watch.gold_per_call,
+        "gold": gold_mean,
+        "gold_values": golds,
+        "kl": kl,
+        "rm_score": sum(rm) / len(rm),
+    }
+
+
+def _rl_report(out: Path, cfg, rl: dict, gold_start: float, gold_dpo: float, kl_dpo: float) -> dict:
+    """rl.png and an RL section in report.md: curves over steps and the side-by-side with DPO."""
+    from prefloop.eval.metrics import mean_and_stderr
+    from prefloop.eval.plots import rl_figure
+
+    points = {"start": (0.0, gold_start), "dpo": (kl_dpo, gold_dpo), cfg.method: (rl["kl"], rl["gold"])}
+    rl_figure(out / "rl.png", rl["metrics"], rl["gold_per_step"], points, cfg.method)
+    _, se = mean_and_stderr(rl["gold_values"])
+    last = rl["metrics"][-1] if rl["metrics"] else {}
+    lines = [
+        "",
+        f"## {cfg.method.upper()} against the reward model, side by side with DPO",
+        "",
+        f"{cfg.rl_steps} rollout steps x {cfg.rl_prompts_per_step} training prompts x {cfg.rl_num_generations} "
+        f"replies, LoRA, lr {cfg.rl_lr}, KL penalty k1 in the reward, adaptive β from {cfg.rl_kl_coef} toward "
+        f"{cfg.rl_kl_target} nats per reply. Reward = the MiniLM reward model above; the gold judge is only measured.",
+        "",
+        "| held-out prompts (same seed) | start | DPO | " + cfg.method.upper() + " |",
+        "|---|---:|---:|---:|",
+        f"| gold score (mean) | {gold_start:.3f} | {gold_dpo:.3f} | {rl['gold']:.3f} ± {se:.3f} |",
+        f"| KL to the start model, nats per reply | 0 | {kl_dpo:.2f} | {rl['kl']:.2f} |",
+        f"| reward-model score (mean) | | | {rl['rm_score']:.3f} |",
+        "",
+        f"Last step: β = {last.get('kl/coef', float('nan')):.4f}, training-sample KL {last.get('kl', float('nan')):.2f} nats.",
+        "",
+        "![RL curves](rl.png)",
+        "",
+    ]
+    with (out / "report.md").open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return {
+        "method": cfg.method,
+        "path": rl["path"],
+        "gold": rl["gold"],
+        "gold_stderr": se,
+        "kl_to_start": rl["kl"],
+        "reward_model_score": rl["rm_score"],
+        "steps": len(rl["metrics"]),
+        "final_kl_coef": last.get("kl/coef"),
+    }
 
 
 def main(argv: list[str], command: str = "demo") -> None:

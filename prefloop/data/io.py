@@ -215,7 +215,7 @@ def convert_record(record: Record, kind: str, where: str = "") -> list[Record]:
     if kind == "prompt":
         return [Prompt(record.prompt, meta)]
     if kind == "pairwise" and isinstance(record, RankedResponses):
-        return ranked_to_pairs(record)
+        return list[Record](ranked_to_pairs(record))
     if kind == "binary" and isinstance(record, PreferencePair):
         return [
             BinaryFeedback(record.prompt, record.chosen, True, meta),

@@ -3,7 +3,8 @@
 `--judge` takes
     gold:NAME | rm:DIR | reward:DIR | MODULE:FUNCTION | ...   any `--reward` form (a scalar scorer;
                           the higher score wins, equal scores tie)
-    ai:MODEL              an AI judge (prefloop.teachers.judge): a causal LM, asked in both orders
+    ai:MODEL              an AI judge (prefloop.teachers.judge): a causal LM (default, tiny, a path) or an
+                          OpenAI-compatible URL, asked in both orders; cached in outputs/eval/
     campaign              people, through a feedback campaign (see `prefloop eval winrate --help`)
 
 `PairJudge.outcomes(prompts, a, b)` returns per pair 1 (a wins), 0.5 (tie), 0 (b wins) or None
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from prefloop.eval.stats import outcomes_from_scores
@@ -56,9 +58,18 @@ class TeacherJudge:
 def make_judge(spec: str, device: str = "auto") -> PairJudge:
     """The judge a `--judge` value names (see the module notes)."""
     if spec.startswith("ai:"):
-        from prefloop.teachers.judge import load_judge  # type: ignore[import-not-found]
+        from prefloop.teachers.factory import TeacherOptions, make_teacher
 
-        return TeacherJudge(load_judge(spec[3:], device=device))
+        # ai:default, ai:tiny, ai:PATH or ai:http://host:port/v1 (an OpenAI-compatible endpoint);
+        # answers are cached next to the results, so a rerun costs nothing.
+        options = TeacherOptions(
+            teacher="ai",
+            judge=spec[3:],
+            judge_cache="outputs/eval/judge_cache.sqlite",
+            device="cpu" if device == "auto" else device,
+        )
+        Path(options.judge_cache).parent.mkdir(parents=True, exist_ok=True)
+        return TeacherJudge(make_teacher(options))
     if spec == "campaign":
         raise ValueError("--judge campaign is handled by `prefloop eval winrate` itself (it needs --db)")
     from prefloop.rewards.spec import load_reward

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -110,7 +111,7 @@ def kl_to_reference(
     if reference is None:
         from prefloop.models.load import disabled_adapter
 
-        context = disabled_adapter(policy)
+        context: contextlib.AbstractContextManager[Any] = disabled_adapter(policy)
         reference = policy
     else:
         context = contextlib.nullcontext()

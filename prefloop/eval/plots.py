@@ -142,3 +142,53 @@ def _headline_panel(ax, headline: dict[str, float]) -> None:
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_title("Headline numbers (held-out prompts)")
+
+
+def rl_figure(
+    path: str | Path,
+    metrics: Sequence[dict[str, Any]],
+    gold_per_step: Sequence[float],
+    points: dict[str, tuple[float, float]],
+    method: str = "RL",
+) -> Path:
+    """The RL demo's figure: gold score, reward-model score and KL over RL steps (left), and
+    gold vs KL on the held-out prompts for the start model, DPO and RL (right)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    rows = [m for m in metrics if "score/mean" in m]
+    steps = [m["step"] for m in rows]
+    window = max(1, len(rows) // 8)
+    left.set_title(f"{method.upper()} against the reward model: training samples per step")
+    if rows:
+        left.plot(
+            steps,
+            _smooth([m["score/mean"] for m in rows], window),
+            color="tab:purple",
+            label="reward-model score",
+        )
+        gold = list(gold_per_step)[: len(steps)]
+        left.plot(
+            steps[: len(gold)],
+            _smooth(gold, window),
+            color="tab:green",
+            label="gold score (never trained on)",
+        )
+        left.set_xlabel("rollout step")
+        left.set_ylabel("score (smoothed)")
+        left.legend(loc="upper left")
+        kl_axis = left.twinx()
+        kl_axis.plot(steps, [m["kl"] for m in rows], color="tab:red", alpha=0.7, label="KL to start (nats)")
+        kl_axis.set_ylabel("KL(π ‖ π_start) per reply, nats", color="tab:red")
+    right.set_title("Held-out prompts: gold score vs KL to the start model")
+    colors = {"start": "tab:gray", "dpo": "tab:blue"}
+    for label, (kl, gold_point) in points.items():
+        right.scatter([kl], [gold_point], s=80, color=colors.get(label, "tab:purple"), label=label, zorder=3)
+        right.annotate(label, (kl, gold_point), textcoords="offset points", xytext=(6, 6))
+    right.set_xlabel("KL(π ‖ π_start) per reply, nats")
+    right.set_ylabel("gold score (mean)")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

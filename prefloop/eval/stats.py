@@ -231,5 +231,7 @@ class RewardHackingMonitor:
         return {"history": list(self.history), "flagged": self.flagged}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        self.history = [tuple(h) for h in state["history"]]  # type: ignore[misc, attr-defined]
+        history = state["history"]
+        assert isinstance(history, list)
+        self.history = [(int(s), float(p), float(g)) for s, p, g in history]
         self.flagged = bool(state["flagged"])

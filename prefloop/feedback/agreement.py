@@ -35,7 +35,7 @@ deviation robustly), or when their gold accuracy is below `gold_threshold`.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -146,7 +146,7 @@ def kendall_tau(rank_a: Mapping[Hashable, float], rank_b: Mapping[Hashable, floa
     return float((concordant - discordant) / denom)
 
 
-def groups_to_ranks(groups: list[list[Hashable]]) -> dict[Hashable, float]:
+def groups_to_ranks(groups: Sequence[Sequence[Hashable]]) -> dict[Hashable, float]:
     """[[best...], [next...], ...] -> {item: mid-rank} (1-based; tied items share the mean position)."""
     ranks: dict[Hashable, float] = {}
     position = 1

@@ -501,7 +501,7 @@ class GuardMiddleware:
             if user is None:
                 user, why = await anyio.to_thread.run_sync(auth.authenticate, scope["app"], header)
             if user is None:
-                await _json_error(send_with_headers, 401, why, [(b"www-authenticate", b"Bearer")])
+                await _json_error(send_with_headers, 401, why, ((b"www-authenticate", b"Bearer"),))
                 return
             scope.setdefault("state", {})["principal"] = user
         if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and path.startswith("/api/"):
@@ -528,11 +528,17 @@ def _too_large(limit: int) -> str:
     )
 
 
-async def _json_error(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+async def _json_error(
+    send: Send, status: int, detail: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer `{"detail": ...}` from the guard (the body, if any, is never read: close after)."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    if status == 413:
-        headers.append((b"connection", b"close"))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -799,8 +805,11 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             if skipped is not None and (j is None or skipped.updated_at >= j.created_at):
                 a, what, undone_id = skipped, "skip", None
             else:
+                assert j is not None  # no skip to undo, and "nothing to undo" was answered above
                 j.undone = True
-                a, what, undone_id = s.get(Assignment, j.assignment_id), "submission", j.id
+                found = s.get(Assignment, j.assignment_id)
+                assert found is not None  # a judgment's assignment is never deleted
+                a, what, undone_id = found, "submission", j.id
             a.status, a.updated_at = "pending", utcnow()
             s.flush()
             item = load_item(s, a.item_id)
@@ -969,6 +978,7 @@ def skip_task(s: Session, a: Assignment) -> None:
     a.status, a.updated_at = "skipped", utcnow()
     s.flush()
     c = s.get(Campaign, a.campaign_id, with_for_update=True)
+    assert c is not None  # an assignment's campaign exists (foreign key)
     assign_mod.assign(s, c, rebalance=False)
 
 

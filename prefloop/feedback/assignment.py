@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from prefloop.feedback.store import Assignment, Campaign, CampaignAnnotator, Item, Judgment, utcnow
@@ -128,7 +129,7 @@ def _rebalance(
     session.flush()
 
 
-def task_counts(session: Session, campaign_id: int, user_id: int) -> dict[str, int]:
+def task_counts(session: Session | Connection, campaign_id: int, user_id: int) -> dict[str, int]:
     """{"done", "submitted", "skipped", "total"} for one annotator; done = no longer pending."""
     counts = dict(
         session.execute(

@@ -27,13 +27,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import delete, func, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from prefloop.feedback.store import ApiToken, User, utcnow
@@ -144,7 +144,7 @@ def revoke_tokens(session: Session, user_id: int, token_id: int | None = None) -
     query = delete(ApiToken).where(ApiToken.user_id == user_id)
     if token_id is not None:
         query = query.where(ApiToken.id == token_id)
-    return session.execute(query).rowcount or 0
+    return cast(CursorResult[Any], session.execute(query)).rowcount or 0
 
 
 class LoginLimiter:

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 
@@ -252,7 +253,7 @@ def read_items(path: str | Path) -> list[dict[str, Any]]:
     return items
 
 
-def read_item_files(paths: str | Path | list[str | Path]) -> list[dict[str, Any]]:
+def read_item_files(paths: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
     """Items of one or several files. Across files, items with the same prompt merge into one item
     holding all their responses (in file order), so responses of different models get compared.
 
@@ -409,7 +410,7 @@ def create(cfg: CreateConfig) -> int:
             AnnotatorsIn(names=cfg.annotators)
         spec = CampaignIn(
             name=cfg.name,
-            feedback_types=cfg.feedback_types,
+            feedback_types=cast(Any, cfg.feedback_types),  # checked by CampaignIn
             overlap=cfg.overlap,
             anonymous=cfg.anonymous,
             rating_scale=cfg.rating_scale,

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from itertools import combinations
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy.orm import Session
 
@@ -308,7 +309,7 @@ def raw_critique(j: dict[str, Any]) -> list[Demonstration]:
     ]
 
 
-RAW = {
+RAW: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
     "pairwise": raw_pairwise,
     "ranked": raw_ranked,
     "binary": raw_binary,
@@ -327,7 +328,7 @@ def _consensus_groups(item_judgments: list[dict[str, Any]]) -> list[list[int]]:
         from prefloop.feedback import quality
     except ImportError as exc:
         raise ExportError(f"consensus export needs prefloop.feedback.quality: {exc}") from None
-    return [list(g) for g in quality.consensus_ranking(item_judgments) or []]
+    return [[int(cast(int, x)) for x in g] for g in quality.consensus_ranking(item_judgments) or []]
 
 
 def _item_meta(item_judgments: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -422,7 +423,7 @@ def consensus_rating(item_judgments: list[dict[str, Any]]) -> list[Rating]:
     ]
 
 
-CONSENSUS = {
+CONSENSUS: dict[str, Callable[[list[dict[str, Any]]], list[Any]]] = {
     "pairwise": consensus_pairwise,
     "ranked": consensus_ranked,
     "binary": consensus_binary,

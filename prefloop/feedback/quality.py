@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from prefloop.feedback.aggregation import ranked_pairs
+from prefloop.feedback.aggregation import Groups, ranked_pairs
 from prefloop.feedback.agreement import (
     agreement_counts,
     annotator_pair_agreement,
@@ -178,7 +178,7 @@ def consensus_ranking(judgments_of_one_item: Sequence[Judgment]) -> list[list[Ha
         if ranking:
             rankings.append(ranking)
     groups = ranked_pairs(rankings)
-    return [[ids.get(r, r) for r in group] for group in groups]
+    return [[ids.get(str(r), r) for r in group] for group in groups]
 
 
 # --------------------------------------------------------------------------- quality report
@@ -204,8 +204,11 @@ def _tau_vs_consensus(judgments: Sequence[Judgment]) -> dict[Hashable, float | N
     """Per annotator: mean tau-b against the leave-one-out consensus of each item they ranked."""
     taus: dict[Hashable, list[float]] = defaultdict(list)
     for item_judgments in _by_item(judgments).values():
-        ranked = [(j["annotator"], judgment_ranking(j)) for j in item_judgments]
-        ranked = [(a, r) for a, r in ranked if r]
+        ranked: list[tuple[Any, Groups]] = []
+        for j in item_judgments:
+            ranking = judgment_ranking(j)
+            if ranking:
+                ranked.append((j["annotator"], ranking))
         for i, (who, mine) in enumerate(ranked):
             others = [r for k, (a, r) in enumerate(ranked) if k != i and a != who]
             if not others:

@@ -36,7 +36,7 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": 
     ["table", "strikethrough"]
 )
 # Images become their alt text: no requests to other hosts from an annotation page.
-_md.renderer.rules["image"] = lambda tokens, idx, _options, _env: escapeHtml(tokens[idx].content)
+_md.renderer.rules["image"] = lambda tokens, idx, _options, _env: escapeHtml(tokens[idx].content)  # type: ignore[attr-defined]
 
 
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:

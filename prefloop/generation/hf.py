@@ -23,6 +23,11 @@ Randomness: the global torch RNG is never touched. `seed=s` fixes the samples: t
 prompts, K and batch size give the same completions. `seed=None` continues the generator's own
 stream (started from the constructor's `seed`), which `rng_state()` / `set_rng_state()` save and
 restore, so a training loop that checkpoints the state resumes generation exactly.
+
+KV-cache reuse: when a batch holds K consecutive copies of each prompt (K completions per
+prompt), each distinct prompt is prefilled once and its KV cache repeated K times
+(`share_prompt_cache`, on by default). The samples are the same up to floating-point
+summation order of the prefill (same RNG draws, same distributions).
 `update_weights` is a no-op when given the model the generator already samples from (the
 in-process case: training updates it in place); another module replaces it, a state dict is
 loaded into it.
@@ -32,12 +37,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from prefloop.data.records import PromptText
-from prefloop.generation.base import Completion, Generator, group_by_prompt
+from prefloop.generation.base import Completion, FinishReason, Generator, group_by_prompt
 
 __all__ = ["Completion", "Generator", "HFGenerator", "group_by_prompt", "stop_token_ids"]
 
@@ -69,6 +74,7 @@ class HFGenerator:
         max_prompt_length: int | None = None,
         progress: bool | None = None,
         seed: int = 0,
+        share_prompt_cache: bool = True,
     ):
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -80,6 +86,7 @@ class HFGenerator:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size, self.max_prompt_length = batch_size, max_prompt_length
         self.progress = progress  # None: a bar only when there is more than one batch
+        self.share_prompt_cache = share_prompt_cache  # prefill each prompt once for its K completions
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self._stream = self._seeded_state(seed)
@@ -127,7 +134,11 @@ class HFGenerator:
         if isinstance(weights, torch.nn.Module):
             self.model = weights
         elif isinstance(weights, Mapping):
-            self.model.load_state_dict(weights)
+            # A subset is fine (a LoRA run sends only its adapters); a name the model lacks is not.
+            missing = sorted(set(weights) - set(self.model.state_dict()))
+            if missing:
+                raise KeyError(f"update_weights: the generator's model has no {missing[:3]}")
+            self.model.load_state_dict(weights, strict=False)
         else:
             raise TypeError(
                 f"update_weights takes a torch module or a state dict, got {type(weights).__name__}"
@@ -204,17 +215,58 @@ class HFGenerator:
             return_dict_in_generate=True,
         )
 
+    def _prefilled_cache(self, batch: list[tuple[int, list[int]]]):
+        """The KV cache of each distinct prompt of the batch, computed once and repeated for its K
+        completions (None when the batch is not K consecutive copies of each prompt).
+
+        Sampling K completions of one prompt otherwise runs the prompt's prefill K times. The
+        cache holds every prompt token but the last; `generate` feeds that one and goes on.
+        """
+        import itertools
+
+        counts = {len(list(run)) for _, run in itertools.groupby(index for index, _ in batch)}
+        if not self.share_prompt_cache or len(counts) != 1 or counts == {1}:
+            return None
+        k = counts.pop()
+        unique = [ids for _, ids in batch[::k]]
+        if min(len(ids) for ids in unique) < 2:
+            return None
+        from transformers import DynamicCache
+
+        input_ids, mask = self._left_pad(unique)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            cache=cache,
+            use_cache=True,
+        )
+        cache.batch_repeat_interleave(k)
+        return cache
+
     def _generate_batch(self, batch: list[tuple[int, list[int]]]) -> list[Completion]:
         input_ids, mask = self._left_pad([ids for _, ids in batch])
+        cache = self._prefilled_cache(batch)
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=mask, generation_config=self._generation_config()
+            input_ids=input_ids,
+            attention_mask=mask,
+            generation_config=self._generation_config(),
+            **({"cache": cache} if cache is not None else {}),
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]
-        # scores[t]: [N, V] processed logits for step t (after temperature / top-p).
-        scores = torch.stack(out.scores, dim=1)
-        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-        logps = torch.log_softmax(scores, dim=-1)
-        token_logps = logps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        # scores[t]: [N, V] processed logits for step t (after temperature / top-p). One step at a
+        # time: stacking them first would hold two [N, steps, V] float tensors at once.
+        token_logps = torch.stack(
+            [
+                torch.log_softmax(score.to(torch.promote_types(score.dtype, torch.float32)), dim=-1)
+                .gather(-1, new_tokens[:, t : t + 1])
+                .squeeze(-1)
+                for t, score in enumerate(out.scores)
+            ],
+            dim=1,
+        )
         return [
             self._completion(new_tokens[i].tolist(), token_logps[i], prompt_ids, prompt_index)
             for i, (prompt_index, prompt_ids) in enumerate(batch)
@@ -228,10 +280,10 @@ class HFGenerator:
         prompt_index: int = 0,
     ) -> Completion:
         """Cut after the first stop token (later positions are padding of finished rows)."""
-        length, reason = len(tokens), "length"
+        length, reason = len(tokens), cast(FinishReason, "length")
         for t, tok in enumerate(tokens):
             if tok in self.stop_ids:
-                length, reason = t + 1, "eos"
+                length, reason = t + 1, cast(FinishReason, "eos")
                 break
         ids = tokens[:length]
         text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()

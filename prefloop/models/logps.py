@@ -10,12 +10,19 @@ logits are post-processed after the head (soft-capping, logit scale) go through 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
 def _split_lm(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder body, LM head) of a causal LM, or None when the head is not a plain linear map."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """(decoder body, LM head) of a causal LM, or None when the head is not a plain linear map
+    or the model must run its whole forward (`prefloop_whole_forward`: set by prefloop.dist on
+    sharded models, whose root forward gathers the weights the body and head share)."""
+    if getattr(model, "prefloop_whole_forward", False):
+        return None
+    peft: Any = model  # a PEFT wrapper exposes the transformers model as get_base_model()
+    base: Any = peft.get_base_model() if hasattr(peft, "get_base_model") else model
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
         return None  # logits are post-processed after the head: use the model's own forward

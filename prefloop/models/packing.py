@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -79,7 +80,9 @@ class PackedBatch:
         return self.input_ids.shape[1]
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
+        fields: dict[str, Any] = {
+            k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()
+        }
         return PackedBatch(**fields)
 
 
@@ -214,6 +217,7 @@ def enable_packing(model) -> bool:
 
 
 def is_packing_enabled(model) -> bool:
+    model = getattr(model, "module", model)  # a data-parallel wrapper (DDP, DeepSpeed engine) runs its module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(base.config, "_attn_implementation", None) == ATTN_IMPLEMENTATION
 
@@ -240,12 +244,13 @@ def _unwrap(model):
 
 
 def packed_response_logps(
-    model, layout: PackedBatch, average: bool = False, chunk_tokens: int = 1024
+    model, layout: PackedBatch, average: bool = False, chunk_tokens: int = 128
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log π(response | prompt) per sequence [N], response token counts [N]) from a packed row.
 
     The packed counterpart of `response_logps` on the padded batch: the LM head runs only at the
-    positions that predict response tokens, in checkpointed chunks of `chunk_tokens`.
+    positions that predict response tokens, in checkpointed chunks of `chunk_tokens` (one chunk's
+    [chunk_tokens, V] logits and their gradient alive at a time: 128 × 49152 fp32 = 25 MB).
     """
     from prefloop.models.logps import _head_logps, _split_lm
 
@@ -297,6 +302,8 @@ def packed_rewards(model, layout: PackedBatch) -> torch.Tensor:
 
 
 def supports_packed_rewards(model) -> bool:
+    if getattr(model, "prefloop_whole_forward", False):
+        return False  # sharded (prefloop.dist): the body alone would skip the root's weight gather
     base = _unwrap(model)
     body = getattr(base, getattr(base, "base_model_prefix", ""), None)
     if body is None:

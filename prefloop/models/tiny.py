@@ -26,7 +26,7 @@ def tiny_config(vocab_size: int, pad_token_id: int, bos_token_id: int, eos_token
     """The tiny LlamaConfig (2 layers, hidden 64, 4 heads, 2 KV heads, MLP 128)."""
     from transformers import LlamaConfig
 
-    return LlamaConfig(
+    return LlamaConfig(  # type: ignore[call-arg]  # num_labels is a PretrainedConfig kwarg
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,

@@ -314,6 +314,8 @@ def _import(module: str, name: str):
             raise RewardSpecError(f"--reward {name!r}: file {module!r} does not exist")
         mod_name = f"prefloop_reward_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise RewardSpecError(f"--reward {name!r}: {module!r} cannot be imported as a Python file")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = mod
         try:

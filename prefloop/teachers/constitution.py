@@ -79,7 +79,8 @@ def load_constitution(path: str | Path) -> Constitution:
     if not isinstance(plist, yaml.SequenceNode) or not plist.value:
         line = plist.start_mark.line + 1 if plist is not None else 1
         raise ConstitutionError(f"{path}:{line}: field 'principles': expected a non-empty list")
-    principles, seen = [], {}
+    principles: list[Principle] = []
+    seen: dict[str, int] = {}
     for n, entry in enumerate(plist.value, start=1):
         line = entry.start_mark.line + 1
         if not isinstance(entry, yaml.MappingNode):

@@ -506,8 +506,9 @@ class AIJudge:
         prefs = self.compare_batch([(prompt, responses[i], responses[j]) for i, j in pairs])
         wins = [0.0] * k
         for (i, j), pref in zip(pairs, prefs):
-            wins[i] += pref.probability
-            wins[j] += 1.0 - pref.probability
+            p = 0.5 if pref.probability is None else pref.probability  # a judge answer always carries one
+            wins[i] += p
+            wins[j] += 1.0 - p
         return order_to_ranks(wins)
 
     def _single(

@@ -59,7 +59,7 @@ def selector_scores(
     """Score per candidate pair, higher = ask first (formulas in the module docstring)."""
     r = _check(rewards)
     if kind == "uniform":
-        return (rng or np.random.default_rng()).random(r.shape[1])
+        return np.asarray((rng or np.random.default_rng()).random(r.shape[1]))
     if kind == "disagreement":
         if r.shape[0] < 2:
             raise ValueError("disagreement needs an ensemble of at least 2 reward models")
@@ -67,7 +67,8 @@ def selector_scores(
     if kind == "entropy":
         return binary_entropy(pair_probabilities(r).mean(axis=0))
     if kind == "ucb":
-        upper = r.mean(axis=0) + ucb_c * (r.std(axis=0) if r.shape[0] > 1 else 0.0)
+        spread = r.std(axis=0) if r.shape[0] > 1 else np.zeros_like(r[0])
+        upper: np.ndarray = r.mean(axis=0) + ucb_c * spread
         return upper.max(axis=1)
     raise ValueError(f"unknown selector {kind!r}; known: {list(SELECTORS)}")
 

@@ -204,11 +204,11 @@ class SimulatedTeacher:
 
     def rank_scores(self, gold: Sequence[float]) -> list[int]:
         """A noisy ranking of items with returns `gold` (Gumbel-perturbed utilities, then ε, δ_equal)."""
-        gold = np.asarray(gold, dtype=float)
+        values = np.asarray(gold, dtype=float)
         if self.temperature == 0:
-            utilities = gold
+            utilities = values
         else:
-            utilities = gold / self.temperature + self.rng.gumbel(size=gold.shape)
+            utilities = values / self.temperature + self.rng.gumbel(size=values.shape)
         if self.mistake == 0 and self.equal_threshold is None:
             return order_to_ranks(utilities.tolist())
         order = sorted(range(len(gold)), key=lambda i: -utilities[i])

@@ -86,6 +86,8 @@ class TrainConfig:
     """Evaluate every N optimizer steps (0: only at the end)."""
     report_to_tensorboard: Literal["auto", "yes", "no"] = "auto"
     """Also log to TensorBoard under output_dir/tensorboard ('auto': when tensorboard is installed)."""
+    report_to: list[Literal["wandb", "mlflow"]] | None = None
+    """Also log to Weights & Biases and/or MLflow (each must be installed; imported only when named)."""
 
 
 class TrainError(ValueError):
@@ -110,18 +112,23 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
     if cfg.learning_rate <= 0:
         problems.append(f"learning_rate must be > 0, got {cfg.learning_rate}")
+    import importlib.util
+
+    for name in cfg.report_to or ():
+        if importlib.util.find_spec(name) is None:
+            problems.append(f"report_to {name}: the package is not installed (pip install {name})")
     if problems:
         raise ConfigError("; ".join(problems))
 
 
-def run_cli(cls: type, argv: list[str], command: str, train: Callable[[Any], Path]) -> None:
+def run_cli(cls: type[Any], argv: list[str], command: str, train: Callable[[Any], Path]) -> None:
     """The body of every command's `main`: parse the config, train, turn bad input into exit 2."""
     from prefloop.cli import fail
     from prefloop.config import ConfigError, parse_args
     from prefloop.data.io import DataError
     from prefloop.models.load import ModelLoadError
 
-    cfg = parse_args(cls, argv, prog=f"prefloop {command}", description=cls.__doc__)
+    cfg: Any = parse_args(cls, argv, prog=f"prefloop {command}", description=cls.__doc__)
     try:
         out = train(cfg)
     except (DataError, ConfigError, ModelLoadError, TrainError, FileNotFoundError) as exc:

@@ -11,9 +11,10 @@ Provenance
   P(y ≻ y'); the loss is `prefloop.losses.online_preference.nash_md_loss` (REINFORCE with a ½
   baseline on the preference, plus τ·KL(π_θ ‖ π_ref) in score-function form), τ = `beta`.
 
-The pieces are the offline loop's (`prefloop.train.preference`: tokenization, sequence log-probs,
-the DPO loss and the reference) and the generation seam (`HFGenerator`); the reference is the
-start model (the adapter-disabled base with LoRA, else a frozen copy), always computed live.
+The pieces are the online-RL loop's (`prefloop.train.online`: the rollout of sampled token ids,
+its micro-batches and token log-probs — never re-tokenized text), the pure losses
+(`dpo_loss`, `nash_md_loss`) and the generation seam (`HFGenerator`); the reference is the
+start model (the adapter-disabled base with LoRA, else a frozen copy), computed live.
 
 Shapes: a step's batch is B prompts; online DPO forms ≤ B pairs (ties and skips are dropped)
 and runs one forward over [2·pairs, T]; Nash-MD runs one over [B, T] (y only; y' is not trained on).
@@ -23,8 +24,6 @@ Deviations
 - One optimizer step per batch of fresh samples (no reuse of samples across steps).
 - Nash-MD's preference is the teacher's soft label when it gives one (else 1 / ½ / 0 from the
   verdict; a skip counts ½, which contributes no gradient).
-- The rollout of the online-RL loop (`prefloop.train.online`) was not on main when this was
-  written; sampling goes through the same `HFGenerator` it uses.
 
 Reported: per-step teacher preference/ties, DPO metrics or Nash-MD score and KL; at the end,
 OUTPUT/eval.json with the teacher's win rate of the trained policy against the start model on
@@ -130,17 +129,31 @@ def _preference_value(pref) -> float:
     return {"a": 1.0, "b": 0.0}.get(pref.which, 0.5)
 
 
+def _sequence_logps(model, reference, roll, ids, pad_id: int, device, cfg: OnlinePreferenceConfig):
+    """Sequence log-probs [len(ids)] of rollout rows `ids` under the policy (with grad) and the
+    reference, from the online loop's micro-batch and token log-probs; and the token count."""
+    from prefloop.train.online import micro_batch, token_logps
+
+    mb = micro_batch(roll, ids, pad_id, device)
+    policy_tok, _ = token_logps(model, mb)
+    ref_tok = reference.apply(lambda m: token_logps(m, mb)[0])
+    mask = mb["mask"]
+    if cfg.logp_average == "mean":
+        n = mask.sum(-1).clamp(min=1)
+        return (policy_tok * mask).sum(-1) / n, (ref_tok * mask).sum(-1) / n, int(mb["attention_mask"].sum())
+    return (policy_tok * mask).sum(-1), (ref_tok * mask).sum(-1), int(mb["attention_mask"].sum())
+
+
 def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=None) -> Path:
     """Run online DPO or Nash-MD; returns OUTPUT/final."""
-    from prefloop.data.records import PreferencePair
-    from prefloop.data.tokenize import encode
     from prefloop.generation.hf import HFGenerator
     from prefloop.generation.mixture import sample_geometric_mixture
+    from prefloop.losses import dpo_loss
     from prefloop.losses.online_preference import nash_md_loss
     from prefloop.models.load import torch_dtype
     from prefloop.models.reference import Reference
     from prefloop.teachers.base import compare_many
-    from prefloop.train import preference as offline
+    from prefloop.train.online import build_rollout
 
     if algorithm not in ("online_dpo", "nash_md"):
         raise TrainError(f"unknown algorithm {algorithm!r}")
@@ -157,14 +170,6 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
         model, lora=cfg.lora, copy_policy=not cfg.lora, dtype=torch_dtype(cfg.dtype), device=device
     )
     teacher = teacher if teacher is not None else make_online_teacher(cfg)
-    # The offline loop's helpers read loss options (beta, label_smoothing) from a PreferenceConfig.
-    dpo_cfg = offline.PreferenceConfig(
-        loss="dpo",
-        beta=cfg.beta,
-        logp_average=cfg.logp_average,
-        share_prefix=cfg.share_prefix,
-        batch_size=cfg.batch_size,
-    )
     generator = HFGenerator(
         model,
         tokenizer,
@@ -174,9 +179,6 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
         progress=False,
         seed=cfg.seed,
     )
-
-    def enc(prompt, reply):
-        return encode(tokenizer, prompt, reply, cfg.max_length, cfg.max_prompt_length)
 
     # Before training: the start model's replies to the held-out prompts, for the final win rate.
     eval_seed = cfg.seed + 7919
@@ -193,10 +195,12 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
         idx = [order[(step * cfg.batch_size + i) % len(order)] for i in range(cfg.batch_size)]
         prompts = [train_prompts[i] for i in idx]
         if algorithm == "online_dpo":
-            groups = generator.generate_grouped(prompts, 2)
-            triples = [(p, g[0].text, g[1].text) for p, g in zip(prompts, groups)]
+            completions = generator.generate(prompts, 2)  # prompt-major: 2 per prompt
+            triples = [
+                (p, completions[2 * i].text, completions[2 * i + 1].text) for i, p in enumerate(prompts)
+            ]
         else:
-            ys = [c.text for c in generator.generate(prompts, 1)]
+            completions = generator.generate(prompts, 1)
             alts = sample_geometric_mixture(
                 model,
                 reference,
@@ -207,39 +211,41 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
                 cfg.temperature,
                 seed=cfg.seed * 100003 + step,
             )
-            triples = list(zip(prompts, ys, alts))
+            triples = [(p, c.text, alt) for p, c, alt in zip(prompts, completions, alts)]
         prefs = compare_many(teacher, triples)
         metrics: dict[str, float] = {
             "teacher/p_first": sum(_preference_value(p) for p in prefs) / len(prefs),
             "teacher/ties": sum(p.which in ("tie", "skip") for p in prefs) / len(prefs),
         }
+        # Log-probs on the sampled token ids (the online-RL loop's rollout; never re-tokenized text).
+        roll = build_rollout(completions, 2 if algorithm == "online_dpo" else 1)
         tokens = 0
         if algorithm == "online_dpo":
-            pairs = [pref.to_pair(p, a, b) for (p, a, b), pref in zip(triples, prefs)]
-            pairs = [x for x in pairs if isinstance(x, PreferencePair)]
-            if pairs:
-                items = [{"seqs": [enc(x.prompt, x.chosen), enc(x.prompt, x.rejected)]} for x in pairs]
-                seqs = [s for item in items for s in item["seqs"]]
-                ref_logps = reference.apply(
-                    lambda m, seqs=seqs: offline.seq_logps(m, seqs, pad_id, dpo_cfg, device)
+            rows = [
+                (2 * i, 2 * i + 1) if p.which == "a" else (2 * i + 1, 2 * i)
+                for i, p in enumerate(prefs)
+                if p.which in ("a", "b")
+            ]
+            more: dict[str, float] = {"pairs": float(len(rows))}
+            if rows:
+                ids = [r for pair in rows for r in pair]  # chosen, rejected, chosen, rejected, ...
+                policy_logps, ref_logps, tokens = _sequence_logps(
+                    model, reference, roll, ids, pad_id, device, cfg
                 )
-                policy_logps = offline.seq_logps(model, seqs, pad_id, dpo_cfg, device)
-                loss, more = offline.preference_loss(dpo_cfg, items, policy_logps, ref_logps)
+                loss, dpo_metrics = dpo_loss(
+                    policy_logps[0::2], policy_logps[1::2], ref_logps[0::2], ref_logps[1::2], beta=cfg.beta
+                )
                 loss.backward()
-                tokens = sum(len(s.input_ids) for s in seqs)
+                more.update(dpo_metrics, kl=(policy_logps[0::2] - ref_logps[0::2]).mean().item())
             else:  # every pair tied or skipped: nothing to learn this step
-                loss, more = torch.zeros((), device=device), {}
-            more["pairs"] = float(len(pairs))
+                loss = torch.zeros((), device=device)
         else:
-            seqs = [enc(p, y) for p, y, _ in triples]
-            ref_logps = reference.apply(
-                lambda m, seqs=seqs: offline.seq_logps(m, seqs, pad_id, dpo_cfg, device)
+            policy_logps, ref_logps, tokens = _sequence_logps(
+                model, reference, roll, list(range(len(completions))), pad_id, device, cfg
             )
-            policy_logps = offline.seq_logps(model, seqs, pad_id, dpo_cfg, device)
             pref = torch.tensor([_preference_value(p) for p in prefs], device=device)
             loss, more = nash_md_loss(policy_logps, ref_logps, pref, cfg.beta)
             loss.backward()
-            tokens = sum(len(s.input_ids) for s in seqs)
         run.step_done(step, {"loss": loss.item(), **metrics, **more}, tokens, started)
     run.close()
 

@@ -12,7 +12,8 @@ def build_optimizer(
     model: torch.nn.Module, learning_rate: float, weight_decay: float
 ) -> torch.optim.Optimizer:
     """AdamW on trainable parameters; no weight decay on biases and norm weights (1-d tensors)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)

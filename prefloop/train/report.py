@@ -130,7 +130,7 @@ def write_run_report(output_dir: str | Path, title: str | None = None) -> Path:
             except json.JSONDecodeError:
                 continue
     samples = _rows(out / "samples.jsonl")
-    last = next((row for row in reversed(metrics) if "loss" in row), {})
+    last: dict[str, Any] = next((row for row in reversed(metrics) if "loss" in row), {})
     parts = [
         f"<h1>{esc(title or out.name)}</h1>",
         f"<p>{len(metrics)} logged steps; last step {esc(str(last.get('step', '-')))}, "

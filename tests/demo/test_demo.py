@@ -159,3 +159,26 @@ def test_demo_with_the_ai_judge_as_teacher(tmp_path):
     assert judge["pairs"] == 9 and judge["queries"] == 18
     assert (tmp_path / "judge_cache.sqlite").is_file()
     assert 0.0 <= summary["annotator"]["agreement"] <= 1.0
+
+
+@pytest.mark.parametrize("method", ["grpo", "ppo"])
+def test_rl_demo_on_the_tiny_model(method, tmp_path):
+    """`--method ppo|grpo|rloo`: RL against the demo's reward model, then a side-by-side with DPO."""
+    summary = run(
+        DemoConfig(
+            output_dir=str(tmp_path),
+            method=method,
+            rl_steps=2,
+            rl_prompts_per_step=2,
+            rl_num_generations=2,
+            **TINY,
+        )
+    )
+    rl = summary["rl"]
+    assert rl["method"] == method and rl["steps"] == 2
+    assert (tmp_path / "rl.png").is_file() and (tmp_path / method / "final" / "config.json").is_file()
+    report = (tmp_path / "report.md").read_text()
+    assert f"## {method.upper()} against the reward model, side by side with DPO" in report
+    assert {method, f"{method} eval"} <= set(summary["timings_s"])
+    rows = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all("kl" in r and "kl/coef" in r for r in rows)

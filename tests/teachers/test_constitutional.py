@@ -175,3 +175,25 @@ def test_rl_stage_on_tiny(tmp_path):
         assert lab["p"] == pytest.approx(sum(lab["per_principle"]) / 3)
     assert _changed(Path(report["model"]))
     assert "pm_after" in report["eval"] and report["judge_labelling"]["pairs"] == 4 * 3
+
+
+@pytest.mark.slow  # ~1 min: labels, preference model, then PPO against it
+def test_rl_stage_with_ppo_against_the_preference_model(tmp_path):
+    cfg = ConstitutionalRLConfig(
+        model="tiny",
+        constitution=str(EXAMPLE),
+        prompts=_prompts(tmp_path),
+        output_dir=str(tmp_path / "rl"),
+        judge="tiny",
+        judge_cache=str(tmp_path / "c.sqlite"),
+        principles_per_pair=2,
+        num_eval_prompts=1,
+        max_new_tokens=6,
+        preference_model="tiny-reward",
+        pm_epochs=1,
+        policy_step="ppo",
+        ppo_steps=2,
+        ppo_lr=1e-2,
+    )
+    report = run_rl(cfg)
+    assert "/ppo/" in report["model"] and _changed(Path(report["model"]))

@@ -61,3 +61,29 @@ def test_every_loop_writes_report_html(tmp_path, command):
     assert "<h2>Curves</h2>" in page and "data:image/png;base64," in page
     assert "Evaluation: eval.json" in page and "eval/loss" in page
     assert "<h2>Config</h2>" in page and "tiny" in page
+
+
+def test_an_extra_logger_that_is_not_installed_is_a_one_line_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "response": "a"}) + "\n")
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "sft",
+                "--model",
+                "tiny",
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "o"),
+                "--report-to",
+                "mlflow",
+            ]
+        )
+    assert exc.value.code == 2
+    assert "report_to mlflow: the package is not installed (pip install mlflow)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # stopped before anything was written
