@@ -134,7 +134,11 @@ class HFGenerator:
         if isinstance(weights, torch.nn.Module):
             self.model = weights
         elif isinstance(weights, Mapping):
-            self.model.load_state_dict(weights)
+            # A subset is fine (a LoRA run sends only its adapters); a name the model lacks is not.
+            missing = sorted(set(weights) - set(self.model.state_dict()))
+            if missing:
+                raise KeyError(f"update_weights: the generator's model has no {missing[:3]}")
+            self.model.load_state_dict(weights, strict=False)
         else:
             raise TypeError(
                 f"update_weights takes a torch module or a state dict, got {type(weights).__name__}"

@@ -43,6 +43,7 @@ from prefloop.losses.rl import (
     ppo_policy_loss,
     ptx_loss,
     reinforce_plus_plus_advantages,
+    truncated_importance_weights,
     value_loss,
 )
 
@@ -97,6 +98,7 @@ __all__ = [
     "reinforce_plus_plus_advantages",
     "sequence_logps",
     "token_logps",
+    "truncated_importance_weights",
     "value_loss",
     "whiten",
 ]

@@ -89,6 +89,7 @@ __all__ = [
     "ppo_policy_loss",
     "ptx_loss",
     "reinforce_plus_plus_advantages",
+    "truncated_importance_weights",
     "value_loss",
 ]
 
@@ -414,7 +415,59 @@ def logprob_mismatch(
             "logprobs/mismatch_mean": masked_mean(delta.abs(), mask).item(),
             "logprobs/mismatch_max": delta.abs()[real].max().item() if real.any() else 0.0,
             "logprobs/mismatch_bias": masked_mean(delta, mask).item(),
+            # KL(sampler ‖ trainer) per token on the sampler's own tokens, k3 form (≥ 0):
+            # ρ = π_trainer / q_sampler = exp(Δ),  kl = (ρ − 1) − log ρ
+            "logprobs/mismatch_kl": masked_mean(_k3(delta.masked_fill(~real, 0.0)), mask).item(),
         }
+
+
+def _k3(delta: torch.Tensor) -> torch.Tensor:
+    return delta.exp() - 1 - delta
+
+
+def truncated_importance_weights(
+    trainer_logps: torch.Tensor,
+    sampler_logps: torch.Tensor,
+    mask: torch.Tensor,
+    cap: float = 2.0,
+    seq_threshold: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-token weights [B, T] correcting for a generator that is not the trainer (detached).
+
+    Truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings
+    You Off-Policy RL Training"; Ionides 2008 for truncation): the tokens were sampled from the
+    generator's q (e.g. vLLM in bf16) but the loss is computed with the trainer's π_old, so each
+    token's policy-gradient term is multiplied by
+        w_t = min(π_old(y_t) / q(y_t), cap)         (capped ratio: bounded variance)
+    Sequence-level mask (`seq_threshold` = C > 1, optional): a sequence whose per-token geometric
+    mean ratio r̄ = exp(mean_t log(π_old/q)) lies outside [1/C, C] gets weight 0 on every token
+    (a sequence the two engines disagree on as a whole is dropped, not reweighted).
+    Padding gets 0. Metrics: is/ratio_mean (mean w before the cap), is/capped_frac (share of
+    real tokens at the cap), is/masked_seq_frac (share of sequences masked).
+    """
+    _check_bt(trainer_logps=trainer_logps, sampler_logps=sampler_logps, mask=mask)
+    if cap <= 0:
+        raise ValueError(f"cap must be > 0, got {cap}")
+    if seq_threshold is not None and seq_threshold <= 1:
+        raise ValueError(f"seq_threshold must be > 1, got {seq_threshold}")
+    with torch.no_grad():
+        m = mask.to(trainer_logps.dtype)
+        delta = (trainer_logps.detach() - sampler_logps.detach()) * m
+        ratio = delta.exp()
+        weights = ratio.clamp(max=cap) * m
+        keep = torch.ones(delta.shape[0], dtype=torch.bool, device=delta.device)
+        if seq_threshold is not None:
+            mean_log = delta.sum(dim=1) / m.sum(dim=1).clamp_min(1)
+            keep = mean_log.abs() <= math.log(seq_threshold)
+            weights = weights * keep.unsqueeze(1).to(weights.dtype)
+        real = mask.bool()
+        n_real = max(int(real.sum()), 1)
+        metrics = {
+            "is/ratio_mean": float(ratio[real].sum()) / n_real,
+            "is/capped_frac": float((ratio[real] >= cap).sum()) / n_real,
+            "is/masked_seq_frac": float((~keep).sum()) / max(delta.shape[0], 1),
+        }
+    return weights, metrics
 
 
 # --------------------------------------------------------------------------- KL controllers

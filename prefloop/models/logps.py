@@ -16,7 +16,11 @@ import torch
 
 
 def _split_lm(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder body, LM head) of a causal LM, or None when the head is not a plain linear map."""
+    """(decoder body, LM head) of a causal LM, or None when the head is not a plain linear map
+    or the model must run its whole forward (`prefloop_whole_forward`: set by prefloop.dist on
+    sharded models, whose root forward gathers the weights the body and head share)."""
+    if getattr(model, "prefloop_whole_forward", False):
+        return None
     peft: Any = model  # a PEFT wrapper exposes the transformers model as get_base_model()
     base: Any = peft.get_base_model() if hasattr(peft, "get_base_model") else model
     cfg = getattr(base, "config", None)

@@ -217,6 +217,7 @@ def enable_packing(model) -> bool:
 
 
 def is_packing_enabled(model) -> bool:
+    model = getattr(model, "module", model)  # a data-parallel wrapper (DDP, DeepSpeed engine) runs its module
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return getattr(base.config, "_attn_implementation", None) == ATTN_IMPLEMENTATION
 
@@ -301,6 +302,8 @@ def packed_rewards(model, layout: PackedBatch) -> torch.Tensor:
 
 
 def supports_packed_rewards(model) -> bool:
+    if getattr(model, "prefloop_whole_forward", False):
+        return False  # sharded (prefloop.dist): the body alone would skip the root's weight gather
     base = _unwrap(model)
     body = getattr(base, getattr(base, "base_model_prefix", ""), None)
     if body is None:

@@ -8,6 +8,8 @@
   order, accumulation weights, learning-rate schedule), `run` (start, `Run.step_done`, finish),
   `checkpoint`, `logs` (metrics.jsonl, TensorBoard, progress), `optim`, `batches`.
   Log-probs of responses and the reference model live in `prefloop.models` (`logps`, `reference`).
+- One process or many: the loops call `Run.micro_batches` / `Run.loss_weights` / `Run.backward` /
+  `Run.reduce_metrics`, which go through `prefloop.dist` (docs/scaling.md).
 
 Each loop module has `<Name>Config`, `train(cfg, records=None) -> Path` (OUTPUT/final) and
 `main(argv, command)` for the CLI.

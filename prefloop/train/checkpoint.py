@@ -59,8 +59,13 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     limit: int,
     extra: dict[str, Any] | None = None,
+    rng_per_rank: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """OUTPUT/checkpoints/step-N: trainable weights, optimizer, scheduler, RNG states, step."""
+    """OUTPUT/checkpoints/step-N: trainable weights, optimizer, scheduler, RNG states, step.
+
+    `rng_per_rank`: every process's RNG states of a multi-process run (rank order); the
+    writer's own states are always saved as "rng".
+    """
     from safetensors.torch import save_file
 
     root = output_dir / CHECKPOINT_DIR
@@ -75,6 +80,7 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
+            "rng_per_rank": rng_per_rank or [],
             "extra": extra or {},
         },
         tmp / STATE_FILE,

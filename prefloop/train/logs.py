@@ -21,6 +21,8 @@ class MetricsLogger:
     W&B and MLflow are used only when asked (`report_to`) and imported only then; a missing
     package is a one-line error naming what to install. W&B reads WANDB_PROJECT / WANDB_MODE
     (e.g. offline) from the environment; MLflow reads MLFLOW_TRACKING_URI (default ./mlruns).
+
+    Only one process of a multi-process run writes (`enabled=False` on the others: a no-op).
     """
 
     def __init__(
@@ -30,8 +32,13 @@ class MetricsLogger:
         resume_step: int | None = None,
         report_to: Sequence[str] = (),
         params: dict[str, Any] | None = None,
+        enabled: bool = True,
     ):
         self.path = output_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
         if resume_step is None:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():  # drop lines logged after the checkpoint we resume from
@@ -41,7 +48,6 @@ class MetricsLogger:
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step
             ]
             self.path.write_text("".join(line + "\n" for line in kept))
-        self.writer = None
         if tensorboard != "no":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -54,6 +60,8 @@ class MetricsLogger:
         self._file = self.path.open("a")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         record = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -71,6 +79,8 @@ class MetricsLogger:
                 handle.log_metrics({k.replace("@", "_at_"): v for k, v in numeric.items()}, step=step)
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
         if self.writer is not None:
             self.writer.close()
@@ -114,11 +124,18 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def progress_bar(total: int, initial: int, desc: str):
-    """A tqdm bar on stderr (disabled when stderr is not a terminal, e.g. in tests and logs)."""
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr (disabled when stderr is not a terminal, e.g. in tests and logs, and off `enabled`)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=None, file=sys.stderr)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        dynamic_ncols=True,
+        disable=None if enabled else True,
+        file=sys.stderr,
+    )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -73,6 +73,22 @@ class OnlineConfig(TrainConfig):
     """The reward: rm:DIR, a reward-model directory, gold:NAME, MODULE:FUNCTION, W*SPEC,... or FILE.yaml."""
     reward_batch_size: int = 16
     """Completions per reward-model forward pass."""
+    ray: bool = False
+    """Generate and score in Ray actors (rollout and reward workers) instead of in this process; see docs/scaling.md."""
+    ray_address: str | None = None
+    """Ray cluster to join ('auto', HOST:PORT); default: start a local one."""
+    ray_rollout_workers: int = 1
+    """Rollout (generation) actors with --ray; prompts are split across them."""
+    ray_reward_workers: int = 1
+    """Reward actors with --ray; completions are split across them."""
+    sync_timeout_s: float = 120.0
+    """Deadline of each weight sync to the rollout actors (a WeightSyncError names the actor that missed it)."""
+    tis: Literal["auto", "on", "off"] = "auto"
+    """Truncated importance sampling: weight each token's advantage by min(π_old/q_generator, tis_cap); 'auto': on with --ray (the generator is not the trainer)."""
+    tis_cap: float = 2.0
+    """Cap of the truncated importance ratio."""
+    tis_seq_threshold: float | None = None
+    """Drop (weight 0) a whole sequence whose geometric-mean ratio π_old/q leaves [1/C, C]; None: no sequence mask."""
     max_steps: int = -1
     """Rollout steps (each: generate, score, update); -1 means `epochs` passes over the prompts."""
     prompts_per_step: int = 8
@@ -586,6 +602,47 @@ def _seeded_permutation(n: int, *keys: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def _generator_options(cfg: OnlineConfig) -> dict[str, Any]:
+    return {
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "batch_size": cfg.gen_batch_size,
+        "max_prompt_length": cfg.max_prompt_length,
+        "progress": False,
+        "seed": cfg.seed,
+    }
+
+
+def _ray_policy_generator(cfg: OnlineConfig):
+    """What a rollout actor builds: the policy as the trainer built it (LoRA included), and its HF generator."""
+    from prefloop.generation.hf import HFGenerator
+    from prefloop.models.load import resolve_device
+    from prefloop.train.run import load_policy
+
+    tokenizer, policy = load_policy(cfg, resolve_device(cfg.device))
+    policy.eval()
+    return HFGenerator(policy, tokenizer, **_generator_options(cfg))
+
+
+def _ray_generation(cfg: OnlineConfig, reward):
+    """(RayGenerator, RayReward) for --ray: rollout actors sample, reward actors score (prefloop.dist)."""
+    import functools
+
+    from prefloop.dist import RayGenerator, RayReward, ray_workers, start_ray
+    from prefloop.rewards import load_reward
+
+    start_ray(address=cfg.ray_address)
+    generator = RayGenerator(
+        ray_workers(_ray_policy_generator, (cfg,), n=cfg.ray_rollout_workers),
+        sync_timeout_s=cfg.sync_timeout_s,
+    )
+    if cfg.reward:  # a reward given as an object (train(reward=...)) stays in this process
+        build = functools.partial(load_reward, device=cfg.device, batch_size=cfg.reward_batch_size)
+        reward = RayReward(ray_workers(build, (cfg.reward,), n=cfg.ray_reward_workers), name=cfg.reward)
+    return generator, reward
+
+
 def _read_prompts(path: str):
     from prefloop.data.io import read_records
 
@@ -629,12 +686,14 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         logprob_mismatch,
         ppo_policy_loss,
         ptx_loss,
+        truncated_importance_weights,
         value_loss,
     )
     from prefloop.models.load import load_reward_model, torch_dtype
     from prefloop.models.reference import Reference
     from prefloop.rewards import RewardShaper, RewardShaping, call_reward, load_reward
     from prefloop.train.batches import to_device
+    from prefloop.train.checkpoint import trainable_state_dict
     from prefloop.train.run import (
         begin,
         load_policy,
@@ -675,17 +734,10 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         packed = enable_packing(policy) and (not isinstance(value, ValueModel) or enable_packing(value.model))
     model = ActorCritic(policy, value)
     reference = Reference(policy, lora=cfg.lora, copy_policy=True)
-    generator = HFGenerator(
-        policy,
-        tokenizer,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        batch_size=cfg.gen_batch_size,
-        max_prompt_length=cfg.max_prompt_length,
-        progress=False,
-        seed=cfg.seed,
-    )
+    generator: Any = HFGenerator(policy, tokenizer, **_generator_options(cfg))
+    if cfg.ray:  # rollout and reward actors; weights go to the rollout actors after every update
+        generator, reward = _ray_generation(cfg, reward)
+    use_tis = cfg.tis == "on" or (cfg.tis == "auto" and cfg.ray)
     shaper = RewardShaper(
         RewardShaping(
             missing_eos_penalty=cfg.missing_eos_penalty,
@@ -817,6 +869,12 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     if late_old and epoch == 0 and mb_start == 0:
                         roll.old_logps[sl] = logps.detach().cpu()
                     old = roll.old_logps[sl].to(device)
+                    tis_metrics: dict[str, float] = {}
+                    if use_tis and roll.gen_logps is not None:  # the generator is not the trainer
+                        w, tis_metrics = truncated_importance_weights(
+                            old, roll.gen_logps[sl].to(device), mb["mask"], cfg.tis_cap, cfg.tis_seq_threshold
+                        )
+                        adv = adv * w  # w >= 0 scales each token's clipped surrogate exactly by w
                     # Weight of this micro-batch in the minibatch (token- or sequence-means of the whole minibatch).
                     weight = (
                         float(mb["mask"].sum()) / max(mb_tokens, 1.0)
@@ -826,6 +884,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     loss, metrics = ppo_policy_loss(
                         logps, old, adv, mb["mask"], cfg.clip_eps, cfg.dual_clip, cfg.loss_aggregation
                     )
+                    metrics.update(tis_metrics)
                     if epoch == 0 and mb_start == 0:
                         dev = (torch.exp(logps - old) - 1).abs()[mb["mask"].bool()].max().item()
                         first_dev = dev if first_dev is None else max(first_dev, dev)
@@ -915,6 +974,8 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             **timings,
         }
         run.step_done(step, metrics, tokens, started, apply=False)
+        if cfg.ray:  # adapter-only with LoRA: the actors built the same adapters (`_ray_policy_generator`)
+            generator.update_weights(trainable_state_dict(policy))
 
     run.close()
     return save_final(policy, tokenizer, out)

@@ -25,7 +25,9 @@ Choices and deviations
 - Sequence log-probs are summed over response tokens (`logp_average=sum`, the papers' form) or
   averaged per token (`mean`); a loop choice, the losses do not know.
 - The LM head runs only at response positions (`response_logps`).
-<<<<<<< HEAD
+- Packing (default; `--no-packing` pads): a micro-batch's sequences run as one padding-free row
+  in which a pair's (or ranking's) shared prompt is computed once (`models.packing`); the
+  log-probs are the padded batch's to float tolerance.
 - KTO's mismatched pairs (x_i, y_j) must pair a prompt with a completion of a *different*
   prompt, as in the KTO paper. Binary records made from a pair sit side by side with the same
   prompt, so a shift by one would often pair a prompt with its own other answer. Here
@@ -34,17 +36,8 @@ Choices and deviations
   which keeps the pairing fixed so the reference side can be precomputed. Held-out records
   draw their partners from held-out and training records together. z0 is the mean over the
   whole accumulated step (not per micro-batch), so accumulation does not change it.
-=======
-- Packing (default; `--no-packing` pads): a micro-batch's sequences run as one padding-free row
-  in which a pair's (or ranking's) shared prompt is computed once (`models.packing`); the
-  log-probs are the padded batch's to float tolerance.
-- KTO's mismatched pairs: the KTO paper shifts completions by one inside each batch. Here the
-  shift is over the dataset order (record i's prompt with record i+1's completion), which is as
-  arbitrary a pairing and lets the reference side be precomputed; z0 is the mean over the whole
-  accumulated step (not per micro-batch), so accumulation does not change it.
->>>>>>> main
 - Loss normalisation: each micro-batch's mean loss is weighted by its share of the step's
-  records (`accumulation_scale`), so the step's loss is the full-batch mean.
+  records on all ranks (`Run.loss_weights`), so the step's loss is the full-batch mean.
 """
 
 from __future__ import annotations
@@ -63,9 +56,8 @@ from prefloop.models.packing import sequence_logps
 from prefloop.models.reference import Reference
 from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
-from prefloop.train.logs import write_json
-from prefloop.train.run import begin, load_policy, prepare_output_dir, save_final, start_run
-from prefloop.train.schedule import accumulation_scale, split_by_prompt, weighted_metrics
+from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
+from prefloop.train.schedule import split_by_prompt, weighted_metrics
 
 # The record kind each loss family trains on (see prefloop.losses.PREFERENCE_LOSSES).
 FAMILY_DATA_KIND = {"pairwise": "pairwise", "listwise": "ranked", "unpaired": "binary"}
@@ -299,15 +291,20 @@ def split_ref(
 
 
 @torch.no_grad()
-def kto_kl_baseline(model, cfg, micro, ref: RefLogps, pad_id: int, device, key_lists) -> float:
-    """z0 for a step: mean over the step's records of policy − reference log-probs of mismatched pairs."""
-    diffs = []
-    for items, keys in zip(micro, key_lists):
-        policy_kl = seq_logps(model, [item["kl_seq"] for item in items], pad_id, cfg, device)
+def kto_kl_baseline(run, cfg, micro, ref: RefLogps, pad_id: int, device, key_lists, weights) -> float:
+    """z0 for a step: mean over the step's records on every rank of policy − reference log-probs of mismatched pairs."""
+    total, count = 0.0, 0
+    for items, keys, weight in zip(micro, key_lists, weights):
+        # Stand-in micro-batches (Run.micro_batches) run too: every rank must make the same
+        # forward passes (DDP syncs buffers, FSDP gathers shards in each), but count nothing.
+        policy_kl = seq_logps(run.train_model, [item["kl_seq"] for item in items], pad_id, cfg, device)
         _, ref_kl = split_ref(cfg, items, ref.lookup(keys, items, pad_id))
         assert ref_kl is not None  # KTO items always carry their mismatched sequence
-        diffs.append(policy_kl - ref_kl)
-    return torch.cat(diffs).mean().item()
+        if weight > 0:
+            total += (policy_kl - ref_kl).sum().item()
+            count += len(items)
+    total, count = run.dist.sum([total, count])
+    return total / max(count, 1)
 
 
 @torch.no_grad()
@@ -368,20 +365,21 @@ def train(cfg: PreferenceConfig, records=None) -> Path:
         started = time.perf_counter()
         key_lists = run.micro_batches(step)
         micro = [[items[i] for i in keys] for keys in key_lists]
-        step_weight = sum(loss_weight(cfg, m) for m in micro)
+        weights, scales = run.loss_weights(step, [loss_weight(cfg, m) for m in micro])
         unpaired = loss_family(cfg.loss) == "unpaired"
-        z0 = kto_kl_baseline(model, cfg, micro, ref, pad_id, device, key_lists) if unpaired else None
+        z0 = None
+        if unpaired:
+            z0 = kto_kl_baseline(run, cfg, micro, ref, pad_id, device, key_lists, weights)
         parts, tokens = [], 0
-        for chunk, keys in zip(micro, key_lists):
+        for i, (chunk, keys, weight, scale) in enumerate(zip(micro, key_lists, weights, scales)):
             seqs = [s for item in chunk for s in item["seqs"]]  # chosen and rejected: one forward pass
             ref_logps, _ = split_ref(cfg, chunk, ref.lookup(keys, chunk, pad_id))
-            policy_logps = seq_logps(model, seqs, pad_id, cfg, device)
+            policy_logps = seq_logps(run.train_model, seqs, pad_id, cfg, device)
             loss, metrics = preference_loss(cfg, chunk, policy_logps, ref_logps, z0)
-            weight = loss_weight(cfg, chunk)
-            (loss * accumulation_scale(weight, step_weight)).backward()
+            run.backward(loss * scale, last=i == len(micro) - 1)
             parts.append(({"loss": loss.item(), **metrics}, weight))
-            tokens += sum(len(s.input_ids) for s in seqs)
-        metrics = weighted_metrics(parts)
+            tokens += sum(len(s.input_ids) for s in seqs) if weight > 0 else 0
+        metrics = run.reduce_metrics(parts)
         if run.due_for_eval(step) and eval_items:
             metrics.update(evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset))
         run.step_done(step, metrics, tokens, started)
@@ -389,9 +387,9 @@ def train(cfg: PreferenceConfig, records=None) -> Path:
     if eval_items:
         result = evaluate(model, cfg, eval_items, ref, pad_id, device, eval_offset)
         run.logger.log(run.total_steps, result)
-        write_json(out / "eval.json", result)
+        run.write_json("eval.json", result)
     run.close()
-    return save_final(model, tokenizer, out)
+    return run.save_final(tokenizer)
 
 
 @dataclass

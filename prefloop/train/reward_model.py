@@ -36,9 +36,8 @@ from prefloop.models.load import torch_dtype
 from prefloop.models.packing import sequence_rewards
 from prefloop.train.batches import ranked_table
 from prefloop.train.config import TrainConfig, TrainError, run_cli
-from prefloop.train.logs import write_json
-from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, save_final, start_run
-from prefloop.train.schedule import accumulation_scale, split_by_prompt, weighted_metrics
+from prefloop.train.run import begin, prepare_output_dir, prepare_trainable, start_run
+from prefloop.train.schedule import split_by_prompt
 
 
 @dataclass
@@ -223,15 +222,15 @@ def train(cfg: RewardConfig, records=None) -> Path:
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
         micro = [[items[i] for i in ids] for ids in run.micro_batches(step)]
-        # Examples of the whole accumulated step, so its loss is the full-batch mean.
-        step_weight = sum(batch_loss_weight(m, cfg.ranking_kind) for m in micro)
+        # Examples of the whole accumulated step on every rank, so its loss is the full-batch mean.
+        weights, scales = run.loss_weights(step, [batch_loss_weight(m, cfg.ranking_kind) for m in micro])
         parts, tokens = [], 0
-        for chunk in micro:
-            loss, metrics, weight, n_tokens = batch_loss(model, chunk, pad_id, cfg, device)
-            (loss * accumulation_scale(weight, step_weight)).backward()
+        for i, (chunk, weight, scale) in enumerate(zip(micro, weights, scales)):
+            loss, metrics, _, n_tokens = batch_loss(run.train_model, chunk, pad_id, cfg, device)
+            run.backward(loss * scale, last=i == len(micro) - 1)
             parts.append(({"loss": loss.item(), **metrics}, weight))
-            tokens += n_tokens
-        metrics = weighted_metrics(parts)
+            tokens += n_tokens if weight > 0 else 0
+        metrics = run.reduce_metrics(parts)
         if run.due_for_eval(step) and eval_items:
             metrics.update(evaluate(model, eval_items, pad_id, cfg, device))
         run.step_done(step, metrics, tokens, started)
@@ -244,9 +243,9 @@ def train(cfg: RewardConfig, records=None) -> Path:
         result["mean_train_reward_after"] = mean_training_reward(model, items, pad_id, cfg, device)
     if result:
         run.logger.log(run.total_steps, result)
-    write_json(out / "eval.json", {"num_train": len(items), "num_eval": len(eval_items), **result})
+    run.write_json("eval.json", {"num_train": len(items), "num_eval": len(eval_items), **result})
     run.close()
-    return save_final(model, tokenizer, out)
+    return run.save_final(tokenizer)
 
 
 def all_pairs(items) -> bool:

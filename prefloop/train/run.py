@@ -1,9 +1,14 @@
 """One training run: the start every loop shares (`begin`, `load_policy`, `prepare_output_dir`,
-`start_run`) and its finish (`Run.step_done` per optimizer step, `save_final`).
+`start_run`) and its finish (`Run.step_done` per optimizer step, `Run.save_final`).
 
 `Run` holds the optimizer, scheduler, metrics logger, progress bar and checkpoints. Offline
 loops give it a `StepSchedule` over their records; the online loop gives it a step count and
 the extra state (generator RNG, KL controller, reward normalizer) its checkpoints must carry.
+
+The same calls serve one process and many (`prefloop.dist`): `Run.micro_batches` is this
+rank's share of the step, `Run.loss_weights` its micro-batches' weights over the whole step,
+`Run.backward` syncs gradients after the last micro-batch, `Run.reduce_metrics` averages over
+all ranks, and only rank 0 writes metrics, checkpoints and the final model.
 """
 
 from __future__ import annotations
@@ -22,27 +27,39 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-from prefloop.models.load import resolve_device, torch_dtype
+from prefloop.dist import Dist, rank_seed, setup
+from prefloop.models.load import torch_dtype
 from prefloop.train.checkpoint import (
     CHECKPOINT_DIR,
     STATE_FILE,
     list_checkpoints,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
     set_seed,
 )
 from prefloop.train.config import TrainConfig, TrainError, check_config
-from prefloop.train.logs import MetricsLogger, progress_bar
+from prefloop.train.logs import MetricsLogger, progress_bar, write_json
 from prefloop.train.optim import build_optimizer, release_freed_memory_promptly
 from prefloop.train.schedule import StepSchedule, lr_lambda
 
 
+def process(cfg: TrainConfig) -> Dist:
+    """This process's place in the run (rank 0 of 1 unless a launcher started it); see prefloop.dist."""
+    return setup(cfg.device, cfg.grad_accum)
+
+
 def begin(cfg: TrainConfig) -> torch.device:
-    """The first lines of every loop: check the config, tune the allocator, seed, pick the device."""
+    """The first lines of every loop: check the config, tune the allocator, seed, pick the device.
+
+    Every rank seeds with cfg.seed here, so models, heads and adapters start identical on all
+    ranks; `start_run` then gives each rank its own stream (`rank_seed`).
+    """
     check_config(cfg)
     release_freed_memory_promptly()
     set_seed(cfg.seed)
-    return resolve_device(cfg.device)
+    return process(cfg).device
 
 
 def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.Module]:
@@ -87,6 +104,7 @@ class Run:
     cfg: TrainConfig
     output_dir: Path
     model: torch.nn.Module
+    """The model itself (for evaluation, references, checkpoints and the final save)."""
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     total_steps: int
@@ -99,27 +117,63 @@ class Run:
     restored: dict[str, Any] = field(default_factory=dict)
     """The `extra_state` of the checkpoint this run resumed from ({} for a fresh run)."""
     bar: Any = None
+    dist: Dist = field(default_factory=lambda: Dist(torch.device("cpu")))
+    """This process's rank, world size and gradient engine."""
+    train_model: Any = None
+    """What the training forward goes through: the engine's wrapper (DDP, FSDP2, DeepSpeed) or the model."""
+
+    def __post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """Record indices of this rank's micro-batches of optimizer step `step` (offline loops).
+
+        Every rank gets the same number (`StepSchedule.passes`); stand-ins that pad a short
+        share weigh 0 in `loss_weights`.
+        """
+        if self.schedule is None:
+            raise TypeError("this run has no record schedule (an online run samples its own data)")
+        return self.schedule.padded_micro_batches(step)[0]
+
+    def loss_weights(self, step: int | None, counts: list[float]) -> tuple[list[float], list[float]]:
+        """(metric weights, loss scales) of this rank's micro-batches of `step`.
+
+        `counts`: what each micro-batch's mean loss averages over (records, pairs or tokens).
+        Stand-ins get weight 0. Scaling each micro-batch's mean loss by its scale before
+        `backward` gives the gradient of the mean over the whole step on every rank
+        (`Dist.loss_scales`). `step=None` (online loops): every micro-batch is real.
+        """
+        n_real = len(counts)
+        if step is not None and self.schedule is not None:
+            n_real = self.schedule.padded_micro_batches(step)[1]
+        weights = [float(c) if i < n_real else 0.0 for i, c in enumerate(counts)]
+        return weights, self.dist.loss_scales(weights)
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Backward of one micro-batch (already scaled); gradients sync across ranks after the `last`."""
+        self.dist.backward(loss, self.train_model, last)
+
+    def reduce_metrics(self, parts: list[tuple[dict[str, float], float]]) -> dict[str, float]:
+        """The step's metrics: count-weighted means over every rank's micro-batches."""
+        return self.dist.reduce_metrics(parts)
 
     def apply_gradients(self) -> float | None:
-        """Clip the accumulated gradients, take one optimizer step, clear them.
+        """Clip the accumulated (rank-synced) gradients, take one optimizer step, clear them.
 
         Returns the gradient norm before clipping (None when clipping is off). `step_done` calls
-        it; the online loop calls it once per minibatch and `step_done(..., apply=False)` once
-        per rollout, so the learning-rate schedule, logging and checkpoints count rollouts.
+        it; a loop that updates several times per logged step (the online loop's minibatches)
+        calls it itself and then `step_done(..., apply=False)`.
         """
-        norm = None
-        if self.cfg.max_grad_norm > 0:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
+        norm = self.dist.step(self.train_model, self.optimizer, self.cfg.max_grad_norm)
+        return norm if self.cfg.max_grad_norm > 0 else None
 
     def step_done(
         self, step: int, metrics: dict[str, float], tokens: int, started: float, apply: bool = True
     ) -> None:
         """Finish step `step` (1-based after it): clip and update (unless `apply` is False: the
-        caller already did), advance the schedule, log, checkpoint."""
+        caller already did), advance the schedule, log, checkpoint. `tokens` is this rank's count."""
+        (total_tokens,) = self.dist.sum([tokens])
         lr = self.scheduler.get_last_lr()[0]
         if apply:
             norm = self.apply_gradients()
@@ -130,7 +184,7 @@ class Run:
         logged: dict[str, float] = {
             "loss": metrics.pop("loss"),
             "step_time_s": time.perf_counter() - started,
-            "tokens": int(tokens),
+            "tokens": int(total_tokens),
             "learning_rate": float(lr),
             **({"epoch": self.schedule.epoch_of(done)} if self.schedule is not None else {}),
             **metrics,
@@ -143,26 +197,46 @@ class Run:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
-    def save_checkpoint(self, done: int) -> Path:
-        """OUTPUT/checkpoints/step-`done` with the loop's extra state."""
+    def save_checkpoint(self, done: int) -> Path | None:
+        """OUTPUT/checkpoints/step-`done` with the loop's extra state (written by rank 0; all ranks wait).
+
+        Sharded engines (FSDP2, DeepSpeed ZeRO) write no intermediate checkpoints yet (see
+        docs/scaling.md); `start_run` said so when the run began.
+        """
+        if self.dist.sharded:
+            return None
         extra = self.extra_state() if self.extra_state is not None else {}
         if self.schedule is not None:
             extra = {"epoch": self.schedule.epoch_of(done), **extra}
-        return save_checkpoint(
-            self.output_dir,
-            done,
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            self.cfg.save_total_limit,
-            extra,
-        )
+        rngs = self.dist.gather_object(rng_state())
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(
+                self.output_dir,
+                done,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.cfg.save_total_limit,
+                extra,
+                rng_per_rank=rngs,
+            )
+        self.dist.barrier()  # no rank runs ahead of (or dies before) a complete checkpoint
+        return path
 
-    def micro_batches(self, step: int) -> list[list[int]]:
-        """Record indices of each micro-batch of optimizer step `step` (offline loops)."""
-        if self.schedule is None:
-            raise TypeError("this run has no record schedule (an online run samples its own data)")
-        return self.schedule.micro_batches(step)
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        """OUTPUT/`name` (rank 0 only)."""
+        if self.dist.is_main:
+            write_json(self.output_dir / name, data)
+
+    def save_final(self, tokenizer: Any) -> Path:
+        """OUTPUT/final (merged when LoRA), OUTPUT/adapter and the run report, written by rank 0; all ranks wait."""
+        self.model.eval()
+        full = self.dist.full_model(self.train_model)  # gathered from the shards on rank 0 (a collective)
+        if full is not None:
+            save_final(full, tokenizer, self.output_dir)
+        self.dist.barrier()
+        return self.output_dir / "final"
 
     def due_for_eval(self, step: int) -> bool:
         done = step + 1
@@ -175,14 +249,17 @@ class Run:
 
 
 def prepare_output_dir(cfg: TrainConfig) -> Path:
-    """Create output_dir and write config.yaml; a fresh (not resumed) run clears old checkpoints."""
+    """Create output_dir and write config.yaml (rank 0); a fresh (not resumed) run clears old checkpoints."""
     from prefloop.config import save_yaml
 
+    dist = process(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (cfg.resume or cfg.resume_from) and (out / CHECKPOINT_DIR).exists():
-        shutil.rmtree(out / CHECKPOINT_DIR)  # stale checkpoints of an earlier run would mislead --resume
-    save_yaml(cfg, out / "config.yaml")
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not (cfg.resume or cfg.resume_from) and (out / CHECKPOINT_DIR).exists():
+            shutil.rmtree(out / CHECKPOINT_DIR)  # stale checkpoints of an earlier run would mislead --resume
+        save_yaml(cfg, out / "config.yaml")
+    dist.barrier()
     return out
 
 
@@ -202,16 +279,31 @@ def start_run(
     batch); the online loop passes `total_steps` and its `extra_state`. On resume the
     checkpoint's extra state is in `Run.restored`.
     """
+    dist = process(cfg)
     schedule = None
     if num_records is not None:
         if num_records == 0:
             raise TrainError(f"{cfg.data}: no training records")
         schedule = StepSchedule(
-            num_records, cfg.batch_size, cfg.grad_accum, cfg.seed, cfg.epochs, cfg.max_steps
+            num_records,
+            cfg.batch_size,
+            cfg.grad_accum,
+            cfg.seed,
+            cfg.epochs,
+            cfg.max_steps,
+            rank=dist.rank,
+            world_size=dist.world_size,
         )
         total_steps = schedule.total_steps
     if total_steps is None or total_steps < 1:
         raise TrainError("a run needs num_records or a positive total_steps")
+    if schedule is None and dist.world_size > 1:
+        # The online loops sample their own data and call loss.backward() on the model itself:
+        # under DDP each rank would silently train its own copy. Refuse instead.
+        raise TrainError(
+            f"online loops run in one process for now (this launch has {dist.world_size}); "
+            "scale generation and rewards out with --ray instead"
+        )
     optimizer = build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, total_steps)
@@ -231,18 +323,34 @@ def start_run(
                 f"resume: no checkpoint in {output_dir / CHECKPOINT_DIR}; starting from step 0",
                 file=sys.stderr,
             )
+    if dist.sharded and (checkpoint is not None or cfg.save_steps > 0):
+        if checkpoint is not None:
+            raise TrainError(f"resume is not supported under {dist.engine} yet; resume with the DDP config")
+        if dist.is_main:
+            print(
+                f"note: no intermediate checkpoints under {dist.engine} (final/ is written)", file=sys.stderr
+            )
+    set_seed(rank_seed(cfg.seed, dist.rank))  # each rank its own dropout / sampling stream
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer, scheduler)
         start, restored = int(state["step"]), dict(state.get("extra") or {})
-        print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) == dist.world_size:
+            set_rng_state(per_rank[dist.rank])
+        else:  # resumed on another world size: fresh per-rank streams, still a function of (seed, step)
+            set_seed(rank_seed(cfg.seed + start, dist.rank))
+        if dist.is_main:
+            print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
+    train_model, optimizer = dist.prepare(model, optimizer, cfg.max_grad_norm)
     logger = MetricsLogger(
         output_dir,
         cfg.report_to_tensorboard,
         resume_step=start if checkpoint else None,
-        report_to=cfg.report_to or (),
+        enabled=dist.is_main,
+        report_to=(cfg.report_to or ()) if dist.is_main else (),
         params=dataclasses.asdict(cfg),
     )
-    bar = progress_bar(total_steps, start, desc)
+    bar = progress_bar(total_steps, start, desc, enabled=dist.is_main)
     return Run(
         cfg,
         output_dir,
@@ -256,11 +364,13 @@ def start_run(
         extra_state=extra_state,
         restored=restored,
         bar=bar,
+        dist=dist,
+        train_model=train_model,
     )
 
 
 def save_final(model: torch.nn.Module, tokenizer: Any, output_dir: Path) -> Path:
-    """OUTPUT/final (merged when LoRA), OUTPUT/adapter, and OUTPUT/report.html of the finished run."""
+    """OUTPUT/final (merged when LoRA), OUTPUT/adapter, and OUTPUT/report.html of the finished run (one process; see `Run.save_final`)."""
     from prefloop.models.load import save_final as _save_final
     from prefloop.train.report import write_run_report
 

@@ -3,7 +3,8 @@
 - `split_eval`: the seeded train / held-out split; `split_by_prompt` splits records by their
   prompt, so no held-out prompt is trained on (what the loops use).
 - `StepSchedule`: the data order is a pure function of (seed, epoch, step), so a resumed run
-  sees exactly the batches an uninterrupted run would have seen without storing iterator state.
+  sees exactly the batches an uninterrupted run would have seen without storing iterator state;
+  with several processes each rank takes its shard of every step's records (`rank_share`).
 - `accumulation_scale` / `weighted_metrics`: an accumulated step has the loss, gradient and
   metrics of the full batch.
 - `lr_lambda`: warmup then linear / cosine / constant.
@@ -60,6 +61,12 @@ class StepSchedule:
     batch_size. The order depends only on (seed, epoch), not on batch_size or grad_accum, so
     batch 4 x accum 1 and batch 2 x accum 2 see the same records per step, and a resumed run
     recomputes the position from the step number alone.
+
+    With `world_size` W processes the effective batch is batch_size * grad_accum * W: each step
+    takes the same next slice of the epoch's order as one process with a W times larger batch,
+    and rank r trains on the r-th of W near-equal contiguous parts of it (`rank_share`), cut
+    into micro-batches of batch_size. So 1 process x batch 8, 1 x batch 4 x accum 2 and
+    2 x batch 4 see the same records per step, and a run may resume on another world size.
     """
 
     num_records: int
@@ -68,11 +75,18 @@ class StepSchedule:
     seed: int
     epochs: int = 1
     max_steps: int = -1
+    rank: int = 0
+    world_size: int = 1
     _orders: dict[int, list[int]] = field(default_factory=dict, repr=False, init=False)
 
     @property
+    def step_records(self) -> int:
+        """Records per optimizer step over all ranks (the last step of an epoch may have fewer)."""
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.num_records / (self.batch_size * self.grad_accum))
+        return math.ceil(self.num_records / self.step_records)
 
     @property
     def total_steps(self) -> int:
@@ -84,12 +98,41 @@ class StepSchedule:
             self._orders = {epoch: torch.randperm(self.num_records, generator=gen).tolist()}
         return self._orders[epoch]
 
-    def micro_batches(self, step: int) -> list[list[int]]:
-        """Record indices of each micro-batch of optimizer step `step` (0-based)."""
+    def step_indices(self, step: int) -> list[int]:
+        """Record indices of optimizer step `step` (0-based), over all ranks."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        eff = self.batch_size * self.grad_accum
-        chunk = self.epoch_order(epoch)[k * eff : (k + 1) * eff]
-        return [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        eff = self.step_records
+        return self.epoch_order(epoch)[k * eff : (k + 1) * eff]
+
+    def rank_share(self, step: int, rank: int) -> list[int]:
+        """Rank `rank`'s part of the step's records: the rank-th of world_size near-equal contiguous slices."""
+        chunk = self.step_indices(step)
+        n, w = len(chunk), self.world_size
+        return chunk[rank * n // w : (rank + 1) * n // w]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """Record indices of each micro-batch of this rank in optimizer step `step` (0-based)."""
+        share = self.rank_share(step, self.rank)
+        return [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
+
+    def passes(self, step: int) -> int:
+        """Forward/backward passes every rank runs in `step`: the most micro-batches any rank has (>= 1).
+
+        Engines need every rank to run the same passes (a gradient all-reduce or a shard
+        all-gather waits for all ranks), so a rank with fewer records pads with stand-ins whose
+        loss counts zero (`padded_micro_batches`). With one process this is its own count.
+        """
+        sizes = (len(self.rank_share(step, r)) for r in range(self.world_size))
+        return max(1, *(math.ceil(n / self.batch_size) for n in sizes))
+
+    def padded_micro_batches(self, step: int) -> tuple[list[list[int]], int]:
+        """(this rank's micro-batches padded to `passes(step)`, how many are real).
+
+        A stand-in micro-batch holds the step's first record; its loss and metrics weigh 0.
+        """
+        real = self.micro_batches(step)
+        stand_in = [self.step_indices(step)[0]]
+        return real + [stand_in] * (self.passes(step) - len(real)), len(real)
 
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch

@@ -11,8 +11,9 @@ Shapes: input_ids, attention_mask, response_mask [B, T]; per-sequence sums [B].
 
 Deviations / choices
 --------------------
-- The loss is the mean over response tokens of the whole accumulated batch (not the mean of
-  per-micro-batch means), so batch 4 x accum 1 and batch 2 x accum 2 give the same gradient.
+- The loss is the mean over response tokens of the whole accumulated batch on all ranks (not
+  the mean of per-micro-batch means), so batch 8, batch 4 x accum 2 and 2 processes x batch 4
+  give the same gradient.
 - Prompt tokens carry no loss (masked), and the end-of-turn token closing the response does.
 - Packing (default; `--no-packing` pads to the longest): a micro-batch's demonstrations run as
   one padding-free row, the chat template's common system turn computed once
@@ -31,8 +32,7 @@ from prefloop.models.logps import response_logps
 from prefloop.models.packing import sequence_logps
 from prefloop.train.batches import to_device
 from prefloop.train.config import TrainConfig, run_cli
-from prefloop.train.logs import write_json
-from prefloop.train.run import begin, load_policy, prepare_output_dir, save_final, start_run
+from prefloop.train.run import begin, load_policy, prepare_output_dir, start_run
 from prefloop.train.schedule import split_by_prompt
 
 
@@ -103,16 +103,19 @@ def train(cfg: SFTConfig, records=None) -> Path:
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
         micro = [[seqs[i] for i in ids] for ids in run.micro_batches(step)]
-        # Normalise by the response tokens of the whole accumulated batch (see module notes).
-        step_tokens = sum(sum(s.response_mask[1:]) for chunk in micro for s in chunk)
-        loss_total, tokens = 0.0, 0
-        for chunk in micro:
-            sums, _ = sequence_logps(model, chunk, pad_id, device, share_prefix=cfg.share_prefix)
-            loss = -sums.sum() / max(step_tokens, 1)
-            loss.backward()
-            loss_total += loss.item()
-            tokens += sum(len(s) for s in chunk)
-        metrics = {"loss": loss_total, "response_tokens": step_tokens}
+        # Each micro-batch's token-mean loss, weighted by its share of the response tokens of the
+        # whole step on every rank: the step's loss is the token mean of the full batch.
+        counts = [sum(sum(s.response_mask[1:]) for s in chunk) for chunk in micro]
+        weights, scales = run.loss_weights(step, counts)
+        parts, tokens = [], 0
+        for i, (chunk, weight, scale) in enumerate(zip(micro, weights, scales)):
+            sums, _ = sequence_logps(run.train_model, chunk, pad_id, device, share_prefix=cfg.share_prefix)
+            loss = -sums.sum() / max(counts[i], 1)
+            run.backward(loss * scale, last=i == len(micro) - 1)
+            parts.append(({"loss": loss.item()}, weight))
+            tokens += sum(len(s) for s in chunk) if weight > 0 else 0
+        metrics = run.reduce_metrics(parts)
+        (metrics["response_tokens"],) = run.dist.sum([sum(weights)])
         if run.due_for_eval(step) and eval_seqs:
             metrics.update(evaluate(model, eval_seqs, pad_id, cfg, device))
         run.step_done(step, metrics, tokens, started)
@@ -120,9 +123,9 @@ def train(cfg: SFTConfig, records=None) -> Path:
     if eval_seqs:
         result = evaluate(model, eval_seqs, pad_id, cfg, device)
         run.logger.log(run.total_steps, result)
-        write_json(out / "eval.json", result)
+        run.write_json("eval.json", result)
     run.close()
-    return save_final(model, tokenizer, out)
+    return run.save_final(tokenizer)
 
 
 def main(argv: list[str], command: str = "sft") -> None:
