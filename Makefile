@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup system-deps demo test test-slow bench clean
+.PHONY: setup system-deps demo lint test test-slow bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,12 @@ setup: $(VENV)/.installed
 # Debian's Chromium (browser tests) and PostgreSQL (store tests); needs root, skipped when present.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# ruff (lint + format) over the code and tests, mypy over the package.
+lint: setup
+	$(BIN)/ruff check prefloop tests benchmarks examples
+	$(BIN)/ruff format --check prefloop tests benchmarks examples
+	$(BIN)/mypy prefloop
 
 demo: setup
 	$(BIN)/prefloop demo $(DEMO_ARGS)

@@ -10,7 +10,7 @@ logits are post-processed after the head (soft-capping, logit scale) go through 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -50,6 +50,37 @@ def _head_logps(
     return _logps_and_entropy(head(hidden).float(), targets, with_entropy)
 
 
+def head_logps(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_tokens: int = 1024,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log-probs [N], entropies [N] or None) of `targets` [N] from hidden states [N, H] through `head`.
+
+    The head runs in chunks of `chunk_tokens` rows, each recomputed in the backward pass when a
+    gradient is needed, so one [chunk_tokens, V] block of logits is alive at a time. Every path
+    (padded, packed, online) computes its response log-probs here.
+    """
+    tok_chunks, ent_chunks = [], []
+    for i in range(0, hidden.shape[0], chunk_tokens):
+        h, t = hidden[i : i + chunk_tokens], targets[i : i + chunk_tokens]
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, en = torch.utils.checkpoint.checkpoint(
+                _head_logps, head, h, t, with_entropy, use_reentrant=False
+            )
+        else:
+            lp, en = _head_logps(head, h, t, with_entropy)
+        tok_chunks.append(lp)
+        ent_chunks.append(en)
+    empty = hidden.new_zeros(0, dtype=torch.float32)
+    tok = torch.cat(tok_chunks) if tok_chunks else empty
+    if not with_entropy:
+        return tok, None
+    return tok, (torch.cat(ent_chunks) if ent_chunks else empty)
+
+
 def _flat_response_logps(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -68,23 +99,8 @@ def _flat_response_logps(
         return target_mask, tok, ent
     body, head = parts
     hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    picked = hidden[:, :-1][target_mask]
-    tok_chunks, ent_chunks = [], []
-    for i in range(0, picked.shape[0], chunk_tokens):
-        h, t = picked[i : i + chunk_tokens], targets[i : i + chunk_tokens]
-        if torch.is_grad_enabled() and h.requires_grad:
-            lp, en = torch.utils.checkpoint.checkpoint(
-                _head_logps, head, h, t, with_entropy, use_reentrant=False
-            )
-        else:
-            lp, en = _head_logps(head, h, t, with_entropy)
-        tok_chunks.append(lp)
-        ent_chunks.append(en)
-    empty = picked.new_zeros(0, dtype=torch.float32)
-    tok = torch.cat(tok_chunks) if tok_chunks else empty
-    if not with_entropy:
-        return target_mask, tok, None
-    return target_mask, tok, (torch.cat(ent_chunks) if ent_chunks else empty)
+    tok, ent = head_logps(head, hidden[:, :-1][target_mask], targets, chunk_tokens, with_entropy)
+    return target_mask, tok, ent
 
 
 def _scatter(target_mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
@@ -93,6 +109,29 @@ def _scatter(target_mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     out = flat.new_zeros(b, t + 1)
     out[:, 1:] = out[:, 1:].masked_scatter(target_mask, flat)
     return out
+
+
+@overload
+def response_token_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int = ...,
+    with_entropy: Literal[False] = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def response_token_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int = ...,
+    *,
+    with_entropy: Literal[True],
+) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def response_token_logps(

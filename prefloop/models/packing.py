@@ -252,7 +252,7 @@ def packed_response_logps(
     positions that predict response tokens, in checkpointed chunks of `chunk_tokens` (one chunk's
     [chunk_tokens, V] logits and their gradient alive at a time: 128 × 49152 fp32 = 25 MB).
     """
-    from prefloop.models.logps import _head_logps, _split_lm
+    from prefloop.models.logps import _split_lm, head_logps
 
     parts = _split_lm(model)
     if parts is None:  # logits post-processed after the head: take them from the model's forward
@@ -262,16 +262,7 @@ def packed_response_logps(
     else:
         body, head = parts
         picked = packed_hidden(body, layout)[layout.loss_pos]
-        chunks = []
-        for i in range(0, picked.shape[0], chunk_tokens):
-            h, t = picked[i : i + chunk_tokens], layout.loss_targets[i : i + chunk_tokens]
-            if torch.is_grad_enabled() and h.requires_grad:
-                chunks.append(
-                    torch.utils.checkpoint.checkpoint(_head_logps, head, h, t, False, use_reentrant=False)[0]
-                )
-            else:
-                chunks.append(_head_logps(head, h, t, False)[0])
-        tok = torch.cat(chunks) if chunks else picked.new_zeros(0, dtype=torch.float32)
+        tok, _ = head_logps(head, picked, layout.loss_targets, chunk_tokens)
     n = layout.num_sequences
     sums = torch.zeros(n, dtype=tok.dtype, device=tok.device).index_add(0, layout.loss_rows, tok)
     counts = torch.bincount(layout.loss_rows, minlength=n)

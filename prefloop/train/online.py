@@ -46,11 +46,12 @@ Choices where papers differ (docs/algorithms/*.md state the defaults)
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -269,14 +270,19 @@ class Rollout:
     mask: torch.Tensor
     """[N, T] 1 on real response tokens."""
     group_size: int
-    scores: torch.Tensor | None = None
-    """[N] shaped rewards (one per completion)."""
-    gen_logps: torch.Tensor | None = None
-    old_logps: torch.Tensor | None = None
-    ref_logps: torch.Tensor | None = None
+    gen_logps: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """[N, T] the generator's log-probs of the sampled tokens."""
+    scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """[N] shaped rewards (one per completion); filled after scoring."""
+    old_logps: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """[N, T] the trainer's log-probs before the update; filled before the epochs."""
+    ref_logps: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """[N, T] the reference's log-probs; filled before the epochs."""
     old_values: torch.Tensor | None = None
-    advantages: torch.Tensor | None = None
+    """[N, T] the value model's estimates before the update (methods with a critic)."""
+    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     returns: torch.Tensor | None = None
+    """[N, T] GAE returns, the value model's targets (methods with a critic)."""
 
 
 def build_rollout(completions, group_size: int) -> Rollout:
@@ -319,8 +325,7 @@ def micro_batch(
             for i in ids
         ]
         return {"layout": pack(seqs).to(device), "mask": mask.to(device)}
-    seqs = [roll.sequences[i] for i in ids]
-    width = max(len(s) for s in seqs)
+    width = max(len(roll.sequences[i]) for i in ids)
     t_b = mask.shape[1]
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(ids), width), dtype=torch.long)
@@ -348,7 +353,7 @@ def _unflatten(mask: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 
 
 def _packed_token_logps(model, mb: dict[str, Any], with_entropy: bool):
-    from prefloop.models.logps import _head_logps, _logps_and_entropy, _split_lm
+    from prefloop.models.logps import _logps_and_entropy, _split_lm, head_logps
     from prefloop.models.packing import _forward_kwargs, packed_hidden
 
     layout = mb["layout"]
@@ -359,33 +364,25 @@ def _packed_token_logps(model, mb: dict[str, Any], with_entropy: bool):
     else:
         body, head = parts
         picked = packed_hidden(body, layout)[layout.loss_pos]
-        toks, ents = [], []
-        for i in range(0, picked.shape[0], 1024):
-            h, t = picked[i : i + 1024], layout.loss_targets[i : i + 1024]
-            if torch.is_grad_enabled() and h.requires_grad:
-                lp, en = torch.utils.checkpoint.checkpoint(
-                    _head_logps, head, h, t, with_entropy, use_reentrant=False
-                )
-            else:
-                lp, en = _head_logps(head, h, t, with_entropy)
-            toks.append(lp)
-            ents.append(en)
-        tok = torch.cat(toks)
-        ent = torch.cat(ents) if with_entropy else None
+        tok, ent = head_logps(head, picked, layout.loss_targets, with_entropy=with_entropy)
     mask = mb["mask"]
     return _unflatten(mask, tok), (_unflatten(mask, ent) if ent is not None else None)
 
 
-def token_logps(model, mb: dict[str, Any], with_entropy: bool = False):
+def token_logps(
+    model: torch.nn.Module, mb: dict[str, Any], with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(y_t) (and entropy) of each response token of a micro-batch: [b, T_b], 0 on padding."""
     if "layout" in mb:
         return _packed_token_logps(model, mb, with_entropy)
     from prefloop.models.logps import response_token_logps
 
-    out = response_token_logps(
-        model, mb["input_ids"], mb["attention_mask"], mb["response_mask"], with_entropy=with_entropy
-    )
-    full, ent = out if with_entropy else (out, None)
+    args = (model, mb["input_ids"], mb["attention_mask"], mb["response_mask"])
+    ent: torch.Tensor | None = None
+    if with_entropy:
+        full, ent = response_token_logps(*args, with_entropy=True)
+    else:
+        full = response_token_logps(*args)
     logps = full.gather(1, mb["positions"]) * mb["mask"]
     if ent is None:
         return logps, None
@@ -420,6 +417,8 @@ class SharedValueHead(torch.nn.Module):
 
     Costs a second trunk forward per micro-batch (the policy's log-probs take the first).
     """
+
+    _policy: torch.nn.Module
 
     def __init__(self, policy: torch.nn.Module, hidden_size: int):
         super().__init__()
@@ -521,6 +520,7 @@ def gae_advantages(roll: Rollout, cfg: OnlineConfig, beta: float):
     rewards = _shaped_token_rewards(roll, cfg, beta)
     if cfg.whiten_rewards:
         rewards = whiten(rewards, roll.mask, shift_mean=False)
+    assert roll.old_values is not None  # GAE's methods have a critic
     advantages, returns = gae(rewards, roll.old_values, roll.mask, cfg.gamma, cfg.lam)
     return advantages, returns
 
@@ -550,7 +550,11 @@ ALGORITHMS: dict[str, Algorithm] = {
     "reinforce": Algorithm(uses_critic=False, advantages=reinforce_pp_advantages),
 }
 
-GRPO_LOSS_TYPES = {  # loss_type -> (group baseline, loss aggregation)
+GroupBaseline = Literal["grpo", "dr_grpo", "rloo"]
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
+GRPO_LOSS_TYPES: dict[
+    str, tuple[GroupBaseline, Aggregation]
+] = {  # loss_type -> (group baseline, loss aggregation)
     "grpo": ("grpo", "seq-mean-token-mean"),
     "dr_grpo": ("dr_grpo", "seq-mean-token-sum"),
     "dapo": ("grpo", "token-mean"),
@@ -660,7 +664,10 @@ def _ptx_sequences(cfg: OnlineConfig, tokenizer):
 
     if cfg.ptx_coef <= 0:
         return []
-    records = read_records(cfg.ptx_data, kind="demonstration")
+    from prefloop.data.records import Demonstration
+
+    assert cfg.ptx_data  # checked in resolve()
+    records = [r for r in read_records(cfg.ptx_data, kind="demonstration") if isinstance(r, Demonstration)]
     return [encode(tokenizer, r.prompt, r.response, cfg.max_length, cfg.max_prompt_length) for r in records]
 
 
@@ -718,10 +725,11 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
     disable_dropout(policy)
     pad_id = tokenizer.pad_token_id
 
-    value = None
+    value: torch.nn.Module | None = None
     if algo.uses_critic:
         if cfg.value_head == "shared":
-            value = SharedValueHead(policy, policy.config.hidden_size).to(device)
+            hf_policy: Any = policy  # a transformers model (maybe PEFT-wrapped): it has a config
+            value = SharedValueHead(policy, hf_policy.config.hidden_size).to(device)
         else:
             source = value_source(cfg, tokenizer)
             critic = load_reward_model(source, dtype=torch_dtype(cfg.dtype))
@@ -835,9 +843,9 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                 t_b = mb["mask"].shape[1]
                 if not (late_old and start < mb_size):
                     roll.old_logps[ids, :t_b] = token_logps(policy, mb)[0].cpu()
-                roll.ref_logps[ids, :t_b] = reference.apply(lambda m, mb=mb: token_logps(m, mb)[0]).cpu()
+                roll.ref_logps[ids, :t_b] = reference.apply(functools.partial(token_logps, mb=mb))[0].cpu()
                 if value is not None:
-                    roll.old_values[ids, :t_b] = token_values(value, mb).cpu()
+                    roll.old_values[ids, :t_b] = token_values(value, mb).cpu()  # type: ignore[index]
         timings["time/logprobs_s"] = time.perf_counter() - tick
 
         # 5. advantages
@@ -900,6 +908,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                         loss = loss - cfg.entropy_coef * ent
                         metrics["entropy"] = ent.item()
                     if value is not None:
+                        assert roll.old_values is not None and roll.returns is not None
                         v = token_values(value, mb)
                         v_loss, v_metrics = value_loss(
                             v,
