@@ -100,8 +100,7 @@ def best_of_n(
 def run(cfg: BestOfNConfig) -> Path:
     """Sample, score, select and write OUTPUT/best_of_n.jsonl and summary.json; returns the JSONL path."""
     from prefloop.data.io import read_records
-    from prefloop.generation.hf import HFGenerator
-    from prefloop.models.load import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+    from prefloop.generation.hf import load_generator
     from prefloop.rewards import load_reward
 
     if not cfg.data:
@@ -118,11 +117,10 @@ def run(cfg: BestOfNConfig) -> Path:
     if cfg.max_steps > 0:
         prompts = prompts[: cfg.max_steps]
     reward = load_reward(cfg.reward, device=cfg.device, batch_size=cfg.reward_batch_size)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
-    generator = HFGenerator(
-        model,
-        tokenizer,
+    generator = load_generator(
+        cfg.model,
+        cfg.dtype,
+        cfg.device,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,

@@ -62,8 +62,7 @@ def read_prompts(path: str | Path) -> list[Any]:
 
 def run(cfg: GenerateConfig) -> Path:
     """Generate and write `cfg.output`; returns its path."""
-    from prefloop.generation.hf import HFGenerator
-    from prefloop.models.load import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+    from prefloop.generation.hf import load_generator
 
     if not cfg.data:
         raise FileNotFoundError("no prompts given: pass --data prompts.jsonl")
@@ -72,11 +71,10 @@ def run(cfg: GenerateConfig) -> Path:
     prompts = read_prompts(cfg.data)
     if cfg.limit is not None:
         prompts = prompts[: cfg.limit]
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
-    generator = HFGenerator(
-        model,
-        tokenizer,
+    generator = load_generator(
+        cfg.model,
+        cfg.dtype,
+        cfg.device,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,

@@ -295,3 +295,15 @@ class HFGenerator:
             finish_reason=reason,
             prompt_index=prompt_index,
         )
+
+
+def load_generator(
+    model: str | Any, dtype: str = "float32", device: str = "auto", **options: Any
+) -> HFGenerator:
+    """An `HFGenerator` over the causal LM `model` (a spec or path as `load_causal_lm` takes it),
+    loaded in `dtype` on `device`; `options` are HFGenerator's sampling settings."""
+    from prefloop.models.load import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+
+    tokenizer = load_tokenizer(model)
+    lm = load_causal_lm(model, dtype=torch_dtype(dtype)).to(resolve_device(device))
+    return HFGenerator(lm, tokenizer, **options)

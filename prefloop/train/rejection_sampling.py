@@ -68,8 +68,7 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
     from prefloop.data.io import read_records
     from prefloop.data.records import Demonstration
     from prefloop.generation.best_of_n import best_of_n
-    from prefloop.generation.hf import HFGenerator
-    from prefloop.models.load import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+    from prefloop.generation.hf import load_generator
     from prefloop.rewards import load_reward
     from prefloop.train import sft
 
@@ -114,11 +113,10 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
             f"[round {r}/{cfg.rounds}] sample {cfg.num_samples} x {len(records)} prompts from {current}",
             file=sys.stderr,
         )
-        tokenizer = load_tokenizer(current)
-        model = load_causal_lm(current, dtype=torch_dtype(cfg.dtype)).to(resolve_device(cfg.device))
-        generator = HFGenerator(
-            model,
-            tokenizer,
+        generator = load_generator(
+            current,
+            cfg.dtype,
+            cfg.device,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
@@ -127,7 +125,7 @@ def train(cfg: RejectionSamplingConfig, records=None, reward=None) -> Path:
             seed=cfg.seed * 1000 + r,
         )
         groups, scores, best = best_of_n(generator, reward, records, cfg.num_samples, batch=f"round {r}")
-        del model, generator
+        del generator
         kept = [
             (p, cs[b], ss[b], ss)
             for p, cs, ss, b in zip(records, groups, scores, best)
