@@ -178,6 +178,8 @@ def winrate(cfg: WinrateConfig) -> dict[str, Any]:
         return winrate_from_campaign(cfg)
     if not cfg.policy:
         raise ValueError("--policy is required (a run's OUTPUT dir or a model)")
+    # The judge first: a bad --judge fails before minutes of sampling.
+    judge = make_judge(cfg.judge, device=cfg.device) if cfg.judge != "campaign" else None
     prompts = eval_prompts(cfg.data, cfg.num_prompts, cfg.seed)
     sampler = cfg.sampler()
     texts: dict[str, list[str]] = {}
@@ -187,9 +189,8 @@ def winrate(cfg: WinrateConfig) -> dict[str, Any]:
         del model
     asked = [p for p in prompts for _ in range(cfg.num_samples)]
     out = _run_output(cfg.policy, cfg.output_dir)
-    if cfg.judge == "campaign":
+    if judge is None:
         return winrate_campaign(cfg, asked, texts["policy"], texts["reference"], out)
-    judge = make_judge(cfg.judge, device=cfg.device)
     outcomes = judge.outcomes(asked, texts["policy"], texts["reference"])
     result = winrate_result(
         outcomes, texts["policy"], texts["reference"], cfg.n_bootstrap, cfg.seed, judge=judge.name
@@ -582,6 +583,7 @@ def leaderboard(cfg: LeaderboardConfig) -> dict[str, Any]:
 
     if len(cfg.models) < 1:
         raise ValueError("give models or runs to rank (--models A B ...)")
+    judge = make_judge(cfg.judge, device=cfg.device)  # before sampling: a bad --judge fails at once
     prompts = eval_prompts(cfg.data, cfg.num_prompts, cfg.seed)
     sampler = cfg.sampler()
     texts: dict[str, list[str]] = {}
@@ -592,7 +594,6 @@ def leaderboard(cfg: LeaderboardConfig) -> dict[str, Any]:
             del model
     if len(texts) < 2:
         raise ValueError("a leaderboard needs at least two models")
-    judge = make_judge(cfg.judge, device=cfg.device)
     names = list(texts)
     comparisons: list[tuple[str, str, float]] = []
     for i, a in enumerate(names):
