@@ -1,6 +1,6 @@
 """Runs prefloop commands one after another inside one process of a multi-process launch.
 
-    accelerate launch --config_file examples/accelerate/ddp.yaml tests/dist/worker.py JOBS.json
+    accelerate launch --config_file examples/accelerate/ddp.yaml tests/distributed/worker.py JOBS.json
 
 JOBS.json is a list of {"argv": [command, flags...], "crash_after": N or null, "exit_code_file":
 PATH (optional: a job expected to stop with SystemExit writes its code there)}. Each job is
