@@ -59,10 +59,21 @@ def runs(tmp_path_factory):
     lora = ["--lora", "--gradient-checkpointing", "--save-steps", "0"]
     out["2p/dpo-lora"] = root / "2p" / "dpo-lora"
     jobs.append({"argv": argv("dpo", data["dpo"], out["2p/dpo-lora"], "--batch-size", "4", *lora)})
-    online = ["grpo", "--model", "tiny", "--data", str(DATA / "prompts.jsonl"), "--reward", f"{REPO / 'tests' / 'online' / 'toy_rewards.py'}:frac_e"]
+    online = [
+        "grpo",
+        "--model",
+        "tiny",
+        "--data",
+        str(DATA / "prompts.jsonl"),
+        "--reward",
+        f"{REPO / 'tests' / 'online' / 'toy_rewards.py'}:frac_e",
+    ]
     out["online-exit"] = root / "online-exit.txt"
     jobs.append(
-        {"argv": [*online, "--output-dir", str(root / "2p" / "grpo")], "exit_code_file": str(out["online-exit"])}
+        {
+            "argv": [*online, "--output-dir", str(root / "2p" / "grpo")],
+            "exit_code_file": str(out["online-exit"]),
+        }
     )
     out["log"] = launch("ddp.yaml", jobs, root)
     out["1p/dpo-lora"] = root / "1p" / "dpo-lora"

@@ -93,8 +93,10 @@ class StuckGenerator:
         time.sleep(3600)  # a sync that never completes (e.g. a collective waiting on a dead peer)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_cluster():
+    """A fresh 2-CPU local cluster per test: actors a test leaves behind (the stuck one sleeps for an
+    hour) would otherwise hold CPUs the next test's actors wait for, and hang it."""
     ray = pytest.importorskip("ray")
     from prefloop.dist import start_ray
 
