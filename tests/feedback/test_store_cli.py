@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from prefloop.feedback import cli
 from prefloop.feedback.app import TaskIds, load_item, submit_judgment
 from prefloop.feedback.auth import user_for_token
 from prefloop.feedback.schemas import SubmitIn
-from prefloop.feedback.store import Assignment, Judgment, Response, Store, server_setting, utcnow
+from prefloop.feedback.store import Assignment, Judgment, Response, Store, server_setting, upgrade, utcnow
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:
@@ -285,3 +288,28 @@ def test_identical_texts_of_two_models_export_to_readable_records(
             command="campaign",
         )
         assert len(read_records(out)) == len(records)
+
+
+def test_server_process_freezes_start_up_objects_and_collects_rarely(tmp_path: Path) -> None:
+    """`serve --workers N` builds each worker's app with `app_from_env`: the worker's garbage
+    collector must leave the start-up objects alone and run with the raised thresholds (full
+    collections over them were most of the submit p99 under load). Run in a child process, so
+    this test's own interpreter keeps CPython's defaults."""
+    db = f"sqlite:///{tmp_path / 'gc.db'}"
+    upgrade(db)
+    code = (
+        "import gc, json; from prefloop.feedback import cli; "
+        "before = (gc.get_freeze_count(), gc.get_threshold()); cli.app_from_env(); "
+        "print(json.dumps([before, [gc.get_freeze_count(), gc.get_threshold()]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, cli.DB_ENV: db},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (frozen_before, thresholds_before), (frozen_after, thresholds_after) = json.loads(out)
+    assert frozen_before == 0 and tuple(thresholds_before) != cli.GC_THRESHOLDS
+    assert frozen_after > 10_000  # the app's modules, routes and mappers
+    assert tuple(thresholds_after) == cli.GC_THRESHOLDS
