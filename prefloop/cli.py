@@ -70,6 +70,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.train.online_preference",
         "Nash-MD: play against a policy/reference mixture, judged by a teacher",
     ),
+    "control": (
+        "prefloop.control.loop",
+        "preference-based RL on gymnasium tasks: segments, simulated teachers, reward ensemble, PPO",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",
