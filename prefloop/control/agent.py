@@ -146,7 +146,9 @@ def save_agent(agent: ActorCritic, path: Path) -> None:
     """Writes PATH/agent.pt (state dict) and PATH/agent.json (env spaces + sizes)."""
     path.mkdir(parents=True, exist_ok=True)
     torch.save(agent.state_dict(), path / "agent.pt")
-    (path / "agent.json").write_text(json.dumps({"env": asdict(agent.info), "hidden": agent.hidden}, indent=2))
+    (path / "agent.json").write_text(
+        json.dumps({"env": asdict(agent.info), "hidden": agent.hidden}, indent=2)
+    )
 
 
 def load_agent(path: str | Path) -> ActorCritic:

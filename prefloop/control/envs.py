@@ -34,8 +34,10 @@ class EnvInfo:
 
 
 def _check_id(env_id: str) -> Any:
-    import gymnasium as gym
-
+    try:
+        import gymnasium as gym
+    except ImportError:
+        raise ControlError("prefloop control needs gymnasium: pip install 'prefloop[control]'") from None
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as exc:
@@ -91,10 +93,9 @@ def env_info(env_id: str) -> EnvInfo:
     raise ControlError(f"--env {env_id}: action space {act_space} is not supported (Discrete or a flat Box)")
 
 
-def make_envs(env_id: str, num_envs: int, seed: int) -> Any:
-    """`num_envs` copies in a SyncVectorEnv (same-step autoreset), reset with seeds seed..seed+n−1.
-
-    Returns (envs, first observations [num_envs, obs_dim])."""
+def make_envs(env_id: str, num_envs: int, seed: int) -> tuple[Any, Any]:
+    """(envs, first observations [num_envs, obs_dim]): `num_envs` copies in a SyncVectorEnv with
+    same-step autoreset, reset with seeds seed, seed+1, …"""
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 

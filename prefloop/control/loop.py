@@ -96,7 +96,7 @@ class ControlConfig:
     """Hidden units of each reward MLP (two layers)."""
     reward_lr: float = 1e-3
     """Adam learning rate of the reward predictors."""
-    reward_epochs: int = 20
+    reward_epochs: int = 50
     """Passes over each member's resample after every query round."""
     reward_batch_size: int = 32
     """Comparisons per reward-predictor step."""
@@ -312,7 +312,9 @@ def evaluate_policy(agent: ActorCritic, env_id: str, episodes: int, seed: int) -
             obs, _ = env.reset(seed=seed + i)
             total, done = 0.0, False
             while not done:
-                action, _ = agent.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)
+                action, _ = agent.act(
+                    torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True
+                )
                 obs, r, terminated, truncated, _ = env.step(agent.env_actions(action)[0])
                 total += float(r)
                 done = terminated or truncated
@@ -339,14 +341,18 @@ def plot_returns(out: Path, metrics_path: Path, baseline: str | None) -> Path:
     left.plot([r["env_steps"] for r in rows], [r["true/episode_return"] for r in rows], label=label)
     if baseline:
         base = read(Path(baseline))
-        left.plot([r["env_steps"] for r in base], [r["true/episode_return"] for r in base], label="true-reward PPO")
+        left.plot(
+            [r["env_steps"] for r in base], [r["true/episode_return"] for r in base], label="true-reward PPO"
+        )
     left.set_xlabel("environment steps")
     left.set_ylabel("true episode return")
     left.legend()
     left.grid(alpha=0.3)
     with_labels = [r for r in rows if "labels_used" in r]
     if with_labels:
-        right.plot([r["labels_used"] for r in with_labels], [r["true/episode_return"] for r in with_labels], ".-")
+        right.plot(
+            [r["labels_used"] for r in with_labels], [r["true/episode_return"] for r in with_labels], ".-"
+        )
     right.set_xlabel("labels used")
     right.set_ylabel("true episode return")
     right.grid(alpha=0.3)
@@ -441,9 +447,16 @@ def train(cfg: ControlConfig) -> Path:
                 mean_return = float(first.rewards.sum(-1).mean()) if first is not None else 1.0
                 teacher = segment_teacher(cfg.teacher, mean_return, cfg.teacher_beta, cfg.seed + 1)
             last = it == iterations - 1
-            due = labels_due(0 if it == 0 else env_steps, total, cfg.labels, cfg.initial_label_share, cfg.label_decay)
-            due = max(due, min(cfg.labels, cfg.query_batch))  # the first round is at least one batch
-            n = due - asked if last else (due - asked) // cfg.query_batch * cfg.query_batch
+            due = labels_due(
+                0 if it == 0 else env_steps, total, cfg.labels, cfg.initial_label_share, cfg.label_decay
+            )
+            qb = cfg.query_batch
+            if last:
+                n = due - asked  # the rest of the budget, a partial batch if need be
+            elif it == 0:
+                n = min(cfg.labels, math.ceil(due / qb) * qb)  # the initial share, in whole batches
+            else:
+                n = (due - asked) // qb * qb
             if n > 0:
                 asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
                 if len(data):

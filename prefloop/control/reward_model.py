@@ -37,7 +37,11 @@ class RewardEnsemble(nn.Module):
         n_in = info.obs_dim + info.action_dim
         self.members = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(n_in, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, 1)
+                nn.Linear(n_in, hidden),
+                nn.LeakyReLU(),
+                nn.Linear(hidden, hidden),
+                nn.LeakyReLU(),
+                nn.Linear(hidden, 1),
             )
             for _ in range(members)
         )
@@ -88,7 +92,10 @@ class RewardEnsemble(nn.Module):
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
                     loss, metrics = segment_preference_loss(
-                        member(feats_a[idx]).squeeze(-1), member(feats_b[idx]).squeeze(-1), y[idx], random_answer
+                        member(feats_a[idx]).squeeze(-1),
+                        member(feats_b[idx]).squeeze(-1),
+                        y[idx],
+                        random_answer,
                     )
                     opt.zero_grad()
                     loss.backward()
