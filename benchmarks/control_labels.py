@@ -70,7 +70,9 @@ def run(out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--labels", type=int, nargs="+", default=[30, 100, 300])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -79,7 +81,10 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--output-dir", default="runs/control_bench")
     parser.add_argument(
-        "--control-args", nargs=argparse.REMAINDER, default=[], help="more flags for every run (last on the line)"
+        "--control-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="more flags for every run (last on the line)",
     )
     args = parser.parse_args()
     root = Path(args.output_dir)
@@ -91,7 +96,9 @@ def main() -> None:
         rows["true"].append(run(root / f"true-s{seed}", args, ["--reward", "true", *s]))
         print(f"seed {seed} true-reward PPO: {rows['true'][-1]['eval_return_mean']:.1f}", flush=True)
         for n in args.labels:
-            summary = run(root / f"pref{n}-s{seed}", args, ["--labels", str(n), "--teacher", args.teacher, *s])
+            summary = run(
+                root / f"pref{n}-s{seed}", args, ["--labels", str(n), "--teacher", args.teacher, *s]
+            )
             rows.setdefault(str(n), []).append(summary)
             print(
                 f"seed {seed} {n} labels: {summary['eval_return_mean']:.1f} "
@@ -135,7 +142,9 @@ def main() -> None:
     print(text)
     root.mkdir(parents=True, exist_ok=True)
     (root / "table.md").write_text(text + "\n")
-    (root / "table.json").write_text(json.dumps({"random": r_random, "true": r_true, "rows": table}, indent=2))
+    (root / "table.json").write_text(
+        json.dumps({"random": r_random, "true": r_true, "rows": table}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -242,17 +242,18 @@ class PreferenceData:
     def __len__(self) -> int:
         return sum(len(x) for x in self.labels)
 
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        cat = np.concatenate
-        return tuple(
-            torch.as_tensor(x, dtype=torch.float32)
-            for x in (
-                cat([s.obs for s in self.a]),
-                cat([s.actions for s in self.a]),
-                cat([s.obs for s in self.b]),
-                cat([s.actions for s in self.b]),
-                cat(self.labels),
-            )
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(obs_a, actions_a, obs_b, actions_b, labels) of every answered comparison, float32."""
+
+        def cat(parts: list[np.ndarray]) -> torch.Tensor:
+            return torch.as_tensor(np.concatenate(parts), dtype=torch.float32)
+
+        return (
+            cat([s.obs for s in self.a]),
+            cat([s.actions for s in self.a]),
+            cat([s.obs for s in self.b]),
+            cat([s.actions for s in self.b]),
+            cat(self.labels),
         )
 
     def episodes(self) -> set[int]:
@@ -407,7 +408,8 @@ def train(cfg: ControlConfig) -> Path:
         # ---- 1. rollout
         T, E = cfg.rollout_steps, cfg.num_envs
         obs_buf = np.zeros((T, E, info.obs_dim), dtype=np.float32)
-        act_buf = np.zeros((T, E, act_width), dtype=np.float32)
+        act_buf = np.zeros((T, E, act_width), dtype=np.float32)  # the policy's samples (PPO)
+        env_act_buf = np.zeros((T, E, act_width), dtype=np.float32)  # as executed: clipped (the predictor)
         logp_buf = np.zeros((T, E), dtype=np.float32)
         val_buf = np.zeros((T, E), dtype=np.float32)
         true_rew = np.zeros((T, E))
@@ -420,9 +422,11 @@ def train(cfg: ControlConfig) -> Path:
             action, logp = agent.act(obs_t)
             with torch.no_grad():
                 val_buf[t] = agent.value(obs_t).numpy()
-            next_obs, reward, terminated, truncated, infos = envs.step(agent.env_actions(action))
+            env_action = agent.env_actions(action)
+            next_obs, reward, terminated, truncated, infos = envs.step(env_action)
             obs_buf[t], logp_buf[t], true_rew[t] = obs, logp.numpy(), reward
             act_buf[t] = action.numpy().reshape(E, act_width)
+            env_act_buf[t] = env_action.reshape(E, act_width)
             ends[t] = np.where(terminated, TERMINATED, np.where(truncated, TRUNCATED, RUNNING))
             boot_obs[t] = next_obs
             if "_final_obs" in infos:
@@ -434,7 +438,7 @@ def train(cfg: ControlConfig) -> Path:
                 episode_returns_now.append(float(episode_return[e]))
                 episode_lengths_now.append(int(episode_length[e]))
                 episode_return[e], episode_length[e] = 0.0, 0
-            buffer.add(obs, act_buf[t], reward, ends[t])
+            buffer.add(obs, env_act_buf[t], reward, ends[t])
             obs = next_obs
         env_steps += per_iter
         finished.extend(episode_returns_now)
@@ -481,7 +485,7 @@ def train(cfg: ControlConfig) -> Path:
         with torch.no_grad():
             next_values = agent.value(torch.as_tensor(boot_obs.reshape(T * E, -1))).numpy().reshape(T, E)
         if preference:
-            r_hat = ensemble.predict(obs_buf, act_buf).mean(0)  # [T, E]
+            r_hat = ensemble.predict(obs_buf, env_act_buf).mean(0)  # [T, E]
             moments.update(r_hat.ravel().tolist())
             rewards = (r_hat - moments.mean) / (moments.std + 1e-8)
             absorbing = rewards / (1.0 - cfg.gamma)

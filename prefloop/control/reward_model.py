@@ -6,13 +6,15 @@ running statistics). Each member minimises `prefloop.losses.segment_preference_l
 over summed segment rewards with a 10 % random-answer rate). Members keep their weights between
 rounds (training continues as labels arrive); a new bootstrap resample is drawn every round.
 
-Input: the observation concatenated with the action (one-hot for discrete actions).
+Input: the observation concatenated with the action as the env executed it (one-hot for discrete
+actions; clipped to the bounds for continuous ones).
 Two hidden layers of 64 leaky-ReLU units (the paper's MuJoCo predictor), a linear output.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,7 @@ class RewardEnsemble(nn.Module):
         obs_b: torch.Tensor,
         act_b: torch.Tensor,
         labels: torch.Tensor,
-        optimizers: list[torch.optim.Optimizer],
+        optimizers: Sequence[torch.optim.Optimizer],
         epochs: int,
         batch_size: int,
         random_answer: float,
