@@ -451,9 +451,8 @@ def train(cfg: ControlConfig) -> Path:
                 mean_return = float(first.rewards.sum(-1).mean()) if first is not None else 1.0
                 teacher = segment_teacher(cfg.teacher, mean_return, cfg.teacher_beta, cfg.seed + 1)
             last = it == iterations - 1
-            due = labels_due(
-                0 if it == 0 else env_steps, total, cfg.labels, cfg.initial_label_share, cfg.label_decay
-            )
+            point = total if last else 0 if it == 0 else env_steps  # one iteration only: the whole budget
+            due = labels_due(point, total, cfg.labels, cfg.initial_label_share, cfg.label_decay)
             qb = cfg.query_batch
             if last:
                 n = due - asked  # the rest of the budget, a partial batch if need be
