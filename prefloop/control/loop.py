@@ -81,7 +81,7 @@ class ControlConfig:
     segment_length: int = 25
     """Steps per segment (Christiano et al.'s and B-Pref's classic-control length)."""
     query_batch: int = 10
-    """Labels asked per query round (the schedule asks in whole batches, the remainder at the end)."""
+    """Labels per query round: whole batches as soon as a label is due (the last may be partial)."""
     query_selection: Literal["uniform", "disagreement"] = "disagreement"
     """Which pairs to ask: uniform, or the highest ensemble variance of P(a ≻ b)."""
     candidates_per_query: int = 10
@@ -453,13 +453,10 @@ def train(cfg: ControlConfig) -> Path:
             last = it == iterations - 1
             point = total if last else 0 if it == 0 else env_steps  # one iteration only: the whole budget
             due = labels_due(point, total, cfg.labels, cfg.initial_label_share, cfg.label_decay)
+            # Whole batches as soon as a label is due (the last batch may be partial); the rest of
+            # the budget on the last iteration.
             qb = cfg.query_batch
-            if last:
-                n = due - asked  # the rest of the budget, a partial batch if need be
-            elif it == 0:
-                n = min(cfg.labels, math.ceil(due / qb) * qb)  # the initial share, in whole batches
-            else:
-                n = (due - asked) // qb * qb
+            n = cfg.labels - asked if last else min(cfg.labels - asked, math.ceil((due - asked) / qb) * qb)
             if n > 0:
                 asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
                 if len(data):
