@@ -350,10 +350,14 @@ def plot_returns(out: Path, metrics_path: Path, baseline: str | None) -> Path:
     left.legend()
     left.grid(alpha=0.3)
     with_labels = [r for r in rows if "labels_used" in r]
-    if with_labels:
-        right.plot(
-            [r["labels_used"] for r in with_labels], [r["true/episode_return"] for r in with_labels], ".-"
-        )
+    if with_labels:  # every iteration as a dot, the mean return at each label count as the line
+        xs = [r["labels_used"] for r in with_labels]
+        ys = [r["true/episode_return"] for r in with_labels]
+        right.scatter(xs, ys, s=8, alpha=0.35, label="an iteration")
+        counts = sorted(set(xs))
+        means = [float(np.mean([y for x, y in zip(xs, ys) if x == c])) for c in counts]
+        right.plot(counts, means, "o-", label="mean at that label count")
+        right.legend()
     right.set_xlabel("labels used")
     right.set_ylabel("true episode return")
     right.grid(alpha=0.3)
