@@ -92,6 +92,8 @@ class ControlConfig:
     """τ of the label rate ∝ 1/(1 + t/τ), as a fraction of total_steps."""
     ensemble_size: int = 3
     """Reward predictors in the ensemble (each on its own bootstrap resample)."""
+    reward_obs_norm: bool = False
+    """Standardise the predictor's observations by the first labelled rollout's mean and std (not yet measured)."""
     reward_hidden: int = 64
     """Hidden units of each reward MLP (two layers)."""
     reward_lr: float = 1e-3
@@ -462,6 +464,8 @@ def train(cfg: ControlConfig) -> Path:
             qb = cfg.query_batch
             n = cfg.labels - asked if last else min(cfg.labels - asked, math.ceil((due - asked) / qb) * qb)
             if n > 0:
+                if not trained and cfg.reward_obs_norm:
+                    ensemble.set_obs_scale(obs_buf)
                 asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
                 if len(data):
                     metrics.update(

@@ -30,6 +30,9 @@ __all__ = ["RewardEnsemble", "load_reward_model"]
 class RewardEnsemble(nn.Module):
     """M independent MLPs over (obs, action); ``forward`` gives [M, ...] per-step rewards."""
 
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+
     def __init__(self, info: EnvInfo, members: int = 3, hidden: int = 64):
         super().__init__()
         if members < 1:
@@ -37,6 +40,10 @@ class RewardEnsemble(nn.Module):
         self.info = info
         self.hidden = hidden
         n_in = info.obs_dim + info.action_dim
+        # Observations are standardised with statistics fixed once (`set_obs_scale`, from the first
+        # labelled rollout), so features of small range (CartPole's pole angle) are not drowned out.
+        self.register_buffer("obs_mean", torch.zeros(info.obs_dim))
+        self.register_buffer("obs_std", torch.ones(info.obs_dim))
         self.members = nn.ModuleList(
             nn.Sequential(
                 nn.Linear(n_in, hidden),
@@ -48,8 +55,15 @@ class RewardEnsemble(nn.Module):
             for _ in range(members)
         )
 
+    def set_obs_scale(self, obs: np.ndarray) -> None:
+        """Fix the input standardisation to the mean and std of observations obs [N, d]."""
+        flat = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, self.info.obs_dim)
+        self.obs_mean.copy_(flat.mean(0))
+        self.obs_std.copy_(flat.std(0).clamp_min(1e-6) if len(flat) > 1 else torch.ones(self.info.obs_dim))
+
     def features(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """obs [..., d] and actions [..., 1] (discrete index) or [..., a] -> [..., d + action_dim]."""
+        obs = (obs - self.obs_mean) / self.obs_std
         if self.info.discrete:
             onehot = nn.functional.one_hot(actions[..., 0].long(), self.info.action_dim).to(obs.dtype)
             return torch.cat([obs, onehot], dim=-1)

@@ -135,3 +135,21 @@ def test_gae_over_episode_pieces_by_hand():
     # step 2: r = 1 + 0.5·0.4 = 1.2, δ = 0.7, A = 0.7;  returns = A + V
     assert adv[:, 0].tolist() == pytest.approx([1.5, 1.5, 0.7])
     assert ret[:, 0].tolist() == pytest.approx([2.0, 2.0, 1.2])
+
+
+def test_reward_model_input_standardisation_is_fixed_once():
+    import torch
+
+    from prefloop.control.envs import EnvInfo
+    from prefloop.control.reward_model import RewardEnsemble
+
+    model = RewardEnsemble(EnvInfo("x", 2, True, 2), members=2)
+    obs = np.array([[0.0, 10.0], [0.2, 30.0]], dtype=np.float32)
+    model.set_obs_scale(obs)
+    # mean (0.1, 20), sample std (0.1414, 14.14): both rows standardise to (∓0.7071, ∓0.7071)
+    feats = model.features(torch.as_tensor(obs), torch.tensor([[1.0], [0.0]]))
+    assert feats[:, :2].flatten().tolist() == pytest.approx(
+        [-0.7071068, -0.7071068, 0.7071068, 0.7071068], abs=1e-5
+    )
+    assert feats[:, 2:].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # one-hot actions
+    assert set(model.state_dict()) >= {"obs_mean", "obs_std"}  # saved with the model
