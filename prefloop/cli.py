@@ -70,6 +70,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.train.online_preference",
         "Nash-MD: play against a policy/reference mixture, judged by a teacher",
     ),
+    "diffusion-dpo": (
+        "prefloop.train.diffusion_dpo",
+        "Diffusion-DPO: align a tiny image DDPM (8x8 digits) with simulated preferences",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",
