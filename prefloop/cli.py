@@ -74,6 +74,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.train.diffusion_dpo",
         "Diffusion-DPO: align a tiny image DDPM (8x8 digits) with simulated preferences",
     ),
+    "control": (
+        "prefloop.control.loop",
+        "preference-based RL on gymnasium tasks: segments, simulated teachers, reward ensemble, PPO",
+    ),
     "serve-judge": (
         "prefloop.teachers.serve",
         "serve a causal LM as an OpenAI-compatible chat endpoint (AI judges)",

@@ -89,6 +89,7 @@ def main() -> None:
             str(run),
             "--max-steps",
             str(args.ppo_steps),
+            "--adaptive-kl",  # without it β stays fixed and the target is ignored
             "--kl-target",
             str(target),
             "--save-steps",

@@ -47,6 +47,7 @@ from prefloop.losses.rl import (
     truncated_importance_weights,
     value_loss,
 )
+from prefloop.losses.segment import segment_preference_loss
 
 # Families of preference losses, by the data they consume (the loop's only branch):
 # - "pairwise": fn(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=..., **options)
@@ -98,6 +99,7 @@ __all__ = [
     "ptx_loss",
     "ranking_loss",
     "reinforce_plus_plus_advantages",
+    "segment_preference_loss",
     "sequence_logps",
     "token_logps",
     "truncated_importance_weights",

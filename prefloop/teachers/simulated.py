@@ -65,6 +65,17 @@ def sigmoid(x: float) -> float:
     return z / (1.0 + z)
 
 
+def myopic_return(scores: Sequence[float], gamma: float = 1.0) -> float:
+    """Σ_{t=1..T} γ^(T−t) · s_t: a sequence of per-chunk or per-step scores, the last weighted most.
+
+    The text teacher applies it to word chunks of a response; control applies it to the per-step
+    true rewards of a trajectory segment (`SimulatedTeacher.segment_return`)."""
+    t_last = len(scores) - 1
+    if gamma == 1.0:
+        return float(sum(scores))
+    return float(sum(gamma ** (t_last - t) * s for t, s in enumerate(scores)))
+
+
 def word_segments(text: str, segment_words: int) -> list[str]:
     """`text` cut into consecutive chunks of `segment_words` words (at least one chunk)."""
     words = text.split()
@@ -77,7 +88,8 @@ class SimulatedTeacher:
     """A B-Pref SimTeacher over a gold scorer (a `Teacher`).
 
     Args:
-        gold: the hidden judge, a `RewardFn` (prompts, completions) -> scores.
+        gold: the hidden judge, a `RewardFn` (prompts, completions) -> scores; None for a teacher
+            that is only given returns (control segments: `segment_return`, `compare_returns`).
         beta: rationality β (math.inf = always the larger return).
         gamma: myopic discount γ in (0, 1]; < 1 scores `segment_words`-word chunks.
         mistake: ε, the probability of flipping the verdict.
@@ -93,7 +105,7 @@ class SimulatedTeacher:
 
     def __init__(
         self,
-        gold: RewardFn,
+        gold: RewardFn | None,
         beta: float = math.inf,
         gamma: float = 1.0,
         mistake: float = 0.0,
@@ -148,6 +160,8 @@ class SimulatedTeacher:
 
     def returns(self, prompts: Sequence[PromptText], responses: Sequence[str]) -> list[float]:
         """R(x, y) for each (prompt, response): the gold score, or its γ-discounted chunk sum."""
+        if self.gold is None:
+            raise ValueError(f"teacher {self.name} has no gold scorer: it can only compare given returns")
         if self.gamma == 1.0:
             return [float(g) for g in self.gold(list(prompts), list(responses))]
         chunks = [word_segments(r, self.segment_words) for r in responses]
@@ -158,9 +172,12 @@ class SimulatedTeacher:
         for cs in chunks:
             seg = scores[start : start + len(cs)]
             start += len(cs)
-            t_last = len(cs) - 1
-            out.append(float(sum(self.gamma ** (t_last - t) * s for t, s in enumerate(seg))))
+            out.append(myopic_return(seg, self.gamma))
         return out
+
+    def segment_return(self, rewards: Sequence[float]) -> float:
+        """R of a trajectory segment from its per-step true rewards: Σ_t γ^(T−t) r_t (γ = 1: the sum)."""
+        return myopic_return([float(r) for r in rewards], self.gamma)
 
     def prob_prefers(self, r_a: float, r_b: float) -> float:
         """σ(β (R_a − R_b)); with β = ∞: 1, 0, or ½ on an exact tie."""
@@ -179,12 +196,19 @@ class SimulatedTeacher:
         meta = {"annotator": self.name, "return_a": r_a, "return_b": r_b}
         return self.compare_returns(r_a, r_b, meta)
 
-    def compare_returns(self, r_a: float, r_b: float, meta: dict | None = None) -> Preference:
-        """The noise models applied to two known returns (skip, equal, stochastic, mistake)."""
+    def compare_returns(
+        self, r_a: float, r_b: float, meta: dict | None = None, exact_tie: bool = False
+    ) -> Preference:
+        """The noise models applied to two known returns (skip, equal, stochastic, mistake).
+
+        ``exact_tie``: a noiseless teacher (β = ∞) calls exactly equal returns a tie instead of
+        tossing a coin (control segments often have equal returns, e.g. CartPole's 1 per step)."""
         meta = {"annotator": self.name} if meta is None else meta
         if self.skip_threshold is not None and max(r_a, r_b) < self.skip_threshold:
             return Preference("skip", None, None, meta)
         if self.equal_threshold is not None and abs(r_a - r_b) < self.equal_threshold:
+            return Preference("tie", 0.5, 0.0, meta)
+        if exact_tie and self.temperature == 0 and r_a == r_b:
             return Preference("tie", 0.5, 0.0, meta)
         p = self.prob_prefers(r_a, r_b)
         a_wins = bool(self.rng.random() < p)
@@ -301,7 +325,7 @@ def mean_abs_return(
 
 
 def bpref_teacher(
-    kind: str, gold: RewardFn, mean_return: float = 1.0, beta: float | None = None, seed: int = 0
+    kind: str, gold: RewardFn | None, mean_return: float = 1.0, beta: float | None = None, seed: int = 0
 ) -> SimulatedTeacher:
     """One of B-Pref's six teachers with its published parameters (see the module docstring).
 

@@ -1,0 +1,151 @@
+"""Return against labels on a control task: true-reward PPO vs preference PPO at several budgets.
+
+For each seed: a random policy (the 0 of the normalised score), `prefloop control --reward true`
+(the 1) and `prefloop control` with a simulated teacher at every label budget, all with the same
+environment steps. Each run's score is its deterministic evaluation return (`summary.json`,
+`eval_return_mean`); the normalised score is (R − R_random) / (R_true − R_random) with R_random and
+R_true the means over seeds. Prints a table (mean ± std over seeds) and writes table.json + table.md.
+
+Run it on an idle machine, under the heavy lock on the shared one:
+
+    flock /tmp/prefloop-heavy.lock python benchmarks/control_labels.py --env CartPole-v1 \\
+        --labels 30 100 300 --seeds 0 1 2 --total-steps 50000 --output-dir runs/control_bench
+
+Each run is a child process (`python -m prefloop.cli control ...`), so one run's threads or memory
+do not affect the next; the wall time of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def random_return(env_id: str, episodes: int, seed: int) -> float:
+    """Mean true return of uniformly random actions over ``episodes`` episodes."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    total = 0.0
+    for i in range(episodes):
+        env.reset(seed=seed + 10_000 + i)
+        done = False
+        while not done:
+            _, r, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += float(r)
+            done = terminated or truncated
+    env.close()
+    return total / episodes
+
+
+def run(out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefloop.cli",
+        "control",
+        "--env",
+        args.env,
+        "--total-steps",
+        str(args.total_steps),
+        "--output-dir",
+        str(out),
+        "--eval-episodes",
+        str(args.eval_episodes),
+        *args.control_args,
+        *extra,
+    ]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--labels", type=int, nargs="+", default=[30, 100, 300])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--total-steps", type=int, default=50_000)
+    parser.add_argument("--teacher", default="oracle")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--output-dir", default="runs/control_bench")
+    parser.add_argument(
+        "--control-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="more flags for every run (last on the line)",
+    )
+    args = parser.parse_args()
+    root = Path(args.output_dir)
+    rows: dict[str, list[dict]] = {"true": []}
+    randoms = []
+    for seed in args.seeds:
+        randoms.append(random_return(args.env, args.eval_episodes, seed))
+        s = ["--seed", str(seed)]
+        rows["true"].append(run(root / f"true-s{seed}", args, ["--reward", "true", *s]))
+        print(f"seed {seed} true-reward PPO: {rows['true'][-1]['eval_return_mean']:.1f}", flush=True)
+        for n in args.labels:
+            summary = run(
+                root / f"pref{n}-s{seed}", args, ["--labels", str(n), "--teacher", args.teacher, *s]
+            )
+            rows.setdefault(str(n), []).append(summary)
+            print(
+                f"seed {seed} {n} labels: {summary['eval_return_mean']:.1f} "
+                f"(agreement {summary['heldout_agreement']})",
+                flush=True,
+            )
+    r_random = float(np.mean(randoms))
+    r_true = float(np.mean([r["eval_return_mean"] for r in rows["true"]]))
+    table = []
+    for name, runs in rows.items():
+        returns = np.array([r["eval_return_mean"] for r in runs])
+        scores = (returns - r_random) / (r_true - r_random) if r_true != r_random else returns * np.nan
+        table.append(
+            {
+                "run": "true-reward PPO" if name == "true" else f"preference PPO, {name} labels",
+                "labels": 0 if name == "true" else int(name),
+                "return_mean": float(returns.mean()),
+                "return_std": float(returns.std()),
+                "score_mean": float(scores.mean()),
+                "score_std": float(scores.std()),
+                "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])),
+                "seeds": len(runs),
+            }
+        )
+    header = (
+        f"{args.env}, {args.total_steps} env steps per run, teacher {args.teacher}, seeds {args.seeds}; "
+        f"random policy {r_random:.1f}, true-reward PPO {r_true:.1f}"
+    )
+    lines = [
+        header,
+        "",
+        "| run | return (mean ± std) | normalised score (mean ± std) | wall s / run |",
+        "|---|---:|---:|---:|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['run']} | {t['return_mean']:.1f} ± {t['return_std']:.1f} | "
+            f"{t['score_mean']:.2f} ± {t['score_std']:.2f} | {t['wall_s_mean']:.0f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "table.md").write_text(text + "\n")
+    (root / "table.json").write_text(
+        json.dumps({"random": r_random, "true": r_true, "rows": table}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Segments (padding, cut episodes), the held-out split, the label schedule, teachers on segments, GAE layout."""
+
+import math
+
+import numpy as np
+import pytest
+
+from prefloop.control.loop import advantages, episode_pieces
+from prefloop.control.segments import (
+    RUNNING,
+    TERMINATED,
+    TRUNCATED,
+    SegmentBatch,
+    SegmentBuffer,
+    label_preferences,
+    labels_due,
+    segment_teacher,
+)
+
+
+def fill(buffer: SegmentBuffer, episodes: list[tuple[int, int]], env: int = 0, num_envs: int = 1) -> None:
+    """Adds episodes (length, end kind) to one env; obs = [global step, env], reward = global step + 1."""
+    step = 0
+    for length, kind in episodes:
+        for i in range(length):
+            end = kind if i == length - 1 else RUNNING
+            obs = np.array([[step, e] for e in range(num_envs)], dtype=np.float32)
+            buffer.add(obs, np.zeros((num_envs, 1)), np.full(num_envs, step + 1.0), np.full(num_envs, end))
+            step += 1
+
+
+def test_short_episodes_are_padded_cut_ones_shifted_back():
+    buf = SegmentBuffer(num_envs=1, capacity=100, heldout_fraction=0.0, seed=0)
+    # steps 0-2: terminated episode; 3-4: time-limit episode of 2 steps; 5-14: still running
+    fill(buf, [(3, TERMINATED), (2, TRUNCATED), (10, RUNNING)])
+    seen = {}
+    segs = buf.sample(400, 5, heldout=False, rng=np.random.default_rng(0))
+    for obs, rew in zip(segs.obs[:, :, 0].astype(int), segs.rewards):
+        seen[tuple(obs)] = tuple(rew)
+    # terminated: the last step repeats with true reward 0 (absorbing state)
+    assert seen[(0, 1, 2, 2, 2)] == (1, 2, 3, 0, 0)
+    assert seen[(2, 2, 2, 2, 2)] == (3, 0, 0, 0, 0)
+    # a 2-step episode cut by the time limit: its last step repeats with its own reward
+    assert seen[(3, 4, 4, 4, 4)] == (4, 5, 5, 5, 5)
+    # the running episode: starts near its end move back, so every segment is 5 real steps
+    running = [o for o in seen if o[0] >= 5]
+    assert running and all(list(o) == list(range(o[0], o[0] + 5)) for o in running)
+    assert max(o[0] for o in running) == 10  # start 14 → 10
+    assert (
+        len(seen) == 3 + 1 + 6
+    )  # starts 0-2 | 3-4 (both → 3) | 5-14 (→ 5-10): every segment the rules allow
+    assert segs.obs.shape == (400, 5, 2) and segs.rewards.shape == (400, 5)
+
+
+def test_segments_longer_than_the_buffer_and_empty_buffers_do_not_crash():
+    buf = SegmentBuffer(num_envs=1, capacity=3, heldout_fraction=0.0, seed=0)
+    assert buf.sample(4, 5, heldout=False, rng=np.random.default_rng(0)) is None
+    fill(buf, [(10, RUNNING)])  # only steps 7, 8, 9 are kept
+    segs = buf.sample(4, 25, heldout=False, rng=np.random.default_rng(0))
+    assert segs.obs.shape == (4, 25, 2)
+    assert all(list(o[:3]) == [7, 8, 9] and set(o[3:]) == {9} for o in segs.obs[:, :, 0].astype(int))
+
+
+def test_heldout_split_is_disjoint_by_episode():
+    buf = SegmentBuffer(num_envs=2, capacity=5000, heldout_fraction=0.3, seed=1)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # episodes of random lengths in both envs
+        ends = rng.choice([RUNNING, RUNNING, RUNNING, TERMINATED, TRUNCATED], size=2)
+        buf.add(rng.normal(size=(2, 3)), np.zeros((2, 1)), np.ones(2), ends)
+    held = {e for e, h in buf.heldout.items() if h}
+    train = {e for e, h in buf.heldout.items() if not h}
+    assert held and train and not held & train
+    a = buf.sample(500, 4, heldout=False, rng=rng)
+    b = buf.sample(500, 4, heldout=True, rng=rng)
+    assert set(a.episodes.tolist()) <= train
+    assert set(b.episodes.tolist()) <= held
+    assert not set(a.episodes.tolist()) & set(b.episodes.tolist())
+
+
+def test_label_schedule_by_hand():
+    # budget 300, a quarter first: 75 at step 0; τ = 0.25 · 1000 = 250;
+    # at t = 250: 75 + int(225 · ln 2 / ln 5) = 75 + int(96.9) = 171
+    assert labels_due(0, 1000, 300, 0.25, 0.25) == 75
+    assert math.log(2) / math.log(5) * 225 == pytest.approx(96.9, abs=0.05)
+    assert labels_due(250, 1000, 300, 0.25, 0.25) == 171
+    assert labels_due(1000, 1000, 300, 0.25, 0.25) == 300
+    due = [labels_due(t, 1000, 300, 0.25, 0.25) for t in range(0, 1001, 50)]
+    assert due == sorted(due)
+    gaps = np.diff(due)
+    assert gaps[0] > gaps[-1]  # a decaying rate
+
+
+def segs(*reward_rows: list[float]) -> SegmentBatch:
+    r = np.array(reward_rows, dtype=float)
+    k, length = r.shape
+    return SegmentBatch(np.zeros((k, length, 1)), np.zeros((k, length, 1)), r, np.arange(k))
+
+
+def test_teachers_on_segments():
+    a, b = segs([1.0, 0.0], [1.0, 1.0]), segs([0.0, 1.0], [1.0, 1.0])
+    # myopic γ = 0.9: R = Σ γ^(T−t) r_t; a = 0.9·1 + 0 = 0.9 < b = 0.9·0 + 1 = 1 → b
+    myopic = segment_teacher("myopic", 1.0, None, seed=0)
+    assert myopic.segment_return([1.0, 0.0]) == pytest.approx(0.9)
+    _, labels = label_preferences(myopic, a, b)
+    assert labels[0] == 0.0 and labels[1] == 0.5  # equal returns: a tie for a noiseless teacher
+    oracle = segment_teacher("oracle", 1.0, None, seed=0)
+    _, labels = label_preferences(oracle, a, b)
+    assert labels[0] == 0.5 and labels[1] == 0.5  # both pairs sum to the same return
+    # skip with negative returns (Pendulum): δ_skip = mean − 0.9·|mean| = −100 − 90 = −190;
+    # pair 1: −200 vs −195, both below → skipped; pair 2: −80 vs −100 → a
+    skip = segment_teacher("skip", -100.0, None, seed=0)
+    assert skip.skip_threshold == pytest.approx(-190.0)
+    _, labels = label_preferences(
+        skip, segs([-100.0, -100.0], [-40.0, -40.0]), segs([-95.0, -100.0], [-60.0, -40.0])
+    )
+    assert math.isnan(labels[0]) and labels[1] == 1.0
+    # equal: |ΔR| < 0.1 · |mean| = 1
+    equal = segment_teacher("equal", 10.0, None, seed=0)
+    _, labels = label_preferences(equal, segs([5.0], [5.0]), segs([5.5], [7.0]))
+    assert labels.tolist() == [0.5, 0.0]
+    with pytest.raises(ValueError, match="unknown teacher"):
+        segment_teacher("nope", 1.0, None, seed=0)
+
+
+def test_gae_over_episode_pieces_by_hand():
+    # one env, 3 steps: an episode terminates at step 1, a new one runs at step 2 (cut by the rollout)
+    ends = np.array([[RUNNING], [TERMINATED], [RUNNING]])
+    assert episode_pieces(ends) == [(0, 0, 1), (0, 2, 2)]
+    rewards = np.ones((3, 1))
+    values = np.full((3, 1), 0.5)
+    bootstrap = np.array([[9.9], [2.0], [0.4]])  # step 0's is unused (not a piece's end)
+    adv, ret = advantages(rewards, values, ends, bootstrap, gamma=0.5, lam=1.0)
+    # step 1 ends the first piece: r = 1 + γ·2 = 2, δ = 2 − 0.5 = 1.5, A = 1.5
+    # step 0: δ = 1 + 0.5·0.5 − 0.5 = 0.75, A = 0.75 + 0.5·1.5 = 1.5
+    # step 2: r = 1 + 0.5·0.4 = 1.2, δ = 0.7, A = 0.7;  returns = A + V
+    assert adv[:, 0].tolist() == pytest.approx([1.5, 1.5, 0.7])
+    assert ret[:, 0].tolist() == pytest.approx([2.0, 2.0, 1.2])
