@@ -22,7 +22,8 @@ CPU and the "human" is simulated over a hidden gold judge, so the improvement ca
 6. evaluation: `eval_samples` fresh images from reference and policy with the same sampler seed
    (image i of both starts from the same noise): mean gold score ± s.e., the share classified
    as the target digit (by the gold and by the check classifier), and the win rate of policy
-   over reference image by image (gold-score ties count ½) with a bootstrap 95 % interval.
+   over reference image by image (gold-score ties count ½) with a bootstrap 95 % interval; how
+   far the policy moved: the RMS pixel difference between image i before and after.
 
 Outputs: OUTPUT/reference/{model.pt, model.json, metrics.jsonl} (pretraining), OUTPUT/policy/
 {model.pt, model.json}, OUTPUT/metrics.jsonl (one line per logged DPO step: loss and the loss's
@@ -399,6 +400,8 @@ def train(cfg: DiffusionDPOConfig) -> Path:
     before = evaluate(gold, check, before_images)
     after = evaluate(gold, check, after_images)
     wr = win_rate(outcomes_from_scores(after.pop("scores"), before.pop("scores")), seed=cfg.seed)
+    # How far the policy moved: RMS pixel difference of image i before vs after (same noise), [0, 2].
+    pixel_change = (after_images - before_images).pow(2).mean(dim=1).sqrt().mean().item()
     timings["eval_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -406,6 +409,7 @@ def train(cfg: DiffusionDPOConfig) -> Path:
         "before": before,
         "after": after,
         "win_rate": wr.as_dict(),
+        "rms_pixel_change": pixel_change,
         "gold": gold.name,
         "gold_classifier_heldout_accuracy": classifier_accuracy,
         "check_classifier_accuracy_on_train_split": check_accuracy,
@@ -533,6 +537,7 @@ def report_markdown(summary: dict[str, Any], cfg: DiffusionDPOConfig) -> str:
         f"{b['check_target_rate']:.3f} | **{a['check_target_rate']:.3f}** |",
         f"| gold win rate, policy vs reference image by image [95 % CI] | | "
         f"**{wr['win_rate']:.3f}** [{wr['ci_low']:.3f}, {wr['ci_high']:.3f}] |",
+        f"| RMS pixel change of image i, before → after (pixels in [−1, 1]) | | {summary['rms_pixel_change']:.3f} |",
         "",
         f"Diffusion-DPO loss over all labelled pairs, ln 2 = 0.6931 before training (policy = reference): "
         f"{summary['pairs_loss_after']:.4f} after, with each pair's errors averaged over "

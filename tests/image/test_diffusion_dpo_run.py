@@ -66,6 +66,7 @@ def test_policy_moved_and_loss_fell(run_dir):
     rows = read_metrics(run_dir)
     assert rows[-1]["loss"] < rows[0]["loss"]  # the training loss falls too
     assert s["pairs_labelled"] == 300
+    assert 0.0 < s["rms_pixel_change"] < 2.0  # images from the same noise differ after training
 
 
 def test_policy_samples_beat_the_reference_on_gold(run_dir):
