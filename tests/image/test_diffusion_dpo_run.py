@@ -119,6 +119,15 @@ def test_reference_of_another_architecture_is_refused(run_dir, tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "pass the same values" in err
 
 
+def test_example_config_loads():
+    from pathlib import Path
+
+    from prefloop.config import load_yaml
+
+    cfg = load_yaml(DiffusionDPOConfig, Path(__file__).parents[2] / "examples" / "diffusion_dpo.yaml")
+    assert cfg.annotator_mistake == 0.1 and cfg.beta == 1.0
+
+
 def test_noiseless_annotator_always_prefers_the_higher_gold():
     images = torch.arange(8, dtype=torch.float32)[:, None].expand(8, 64)
     scores = torch.tensor([0.1, 0.9, 0.8, 0.2, 0.5, 0.5001, 0.3, 0.0])
