@@ -81,7 +81,7 @@ class ControlConfig:
     segment_length: int = 25
     """Steps per segment (Christiano et al.'s and B-Pref's classic-control length)."""
     query_batch: int = 10
-    """Labels asked per query round (the schedule asks in whole batches, the remainder at the end)."""
+    """Labels per query round: whole batches as soon as a label is due (the last may be partial)."""
     query_selection: Literal["uniform", "disagreement"] = "disagreement"
     """Which pairs to ask: uniform, or the highest ensemble variance of P(a ≻ b)."""
     candidates_per_query: int = 10
@@ -451,16 +451,12 @@ def train(cfg: ControlConfig) -> Path:
                 mean_return = float(first.rewards.sum(-1).mean()) if first is not None else 1.0
                 teacher = segment_teacher(cfg.teacher, mean_return, cfg.teacher_beta, cfg.seed + 1)
             last = it == iterations - 1
-            due = labels_due(
-                0 if it == 0 else env_steps, total, cfg.labels, cfg.initial_label_share, cfg.label_decay
-            )
+            point = total if last else 0 if it == 0 else env_steps  # one iteration only: the whole budget
+            due = labels_due(point, total, cfg.labels, cfg.initial_label_share, cfg.label_decay)
+            # Whole batches as soon as a label is due (the last batch may be partial); the rest of
+            # the budget on the last iteration.
             qb = cfg.query_batch
-            if last:
-                n = due - asked  # the rest of the budget, a partial batch if need be
-            elif it == 0:
-                n = min(cfg.labels, math.ceil(due / qb) * qb)  # the initial share, in whole batches
-            else:
-                n = (due - asked) // qb * qb
+            n = cfg.labels - asked if last else min(cfg.labels - asked, math.ceil((due - asked) / qb) * qb)
             if n > 0:
                 asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
                 if len(data):

@@ -71,6 +71,9 @@ def test_continuous_actions_true_reward_and_odd_budgets(tmp_path):
     # a budget of exactly one batch, total steps not a multiple of an iteration (rounded up)
     odd = run(tmp_path, "odd", labels=10, total_steps=130)
     assert odd["labels_used"] == 10 and odd["env_steps"] == 256
+    # a single iteration still asks the whole budget (after its only rollout)
+    one = run(tmp_path, "one", labels=25, total_steps=64, rollout_steps=32)
+    assert one["labels_used"] == 25 and one["env_steps"] == 64
 
 
 @pytest.mark.parametrize(
