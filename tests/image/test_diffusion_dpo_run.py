@@ -119,6 +119,18 @@ def test_reference_of_another_architecture_is_refused(run_dir, tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "pass the same values" in err
 
 
+def test_help_documents_every_field(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit) as exc:
+        main(["diffusion-dpo", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(DiffusionDPOConfig):
+        assert "--" + f.name.replace("_", "-") in text, f.name
+    assert "Rationality" in text
+
+
 def test_example_config_loads():
     from pathlib import Path
 
