@@ -70,6 +70,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prefloop.train.online_preference",
         "Nash-MD: play against a policy/reference mixture, judged by a teacher",
     ),
+    "diffusion-dpo": (
+        "prefloop.train.diffusion_dpo",
+        "Diffusion-DPO: align a tiny image DDPM (8x8 digits) with simulated preferences",
+    ),
     "control": (
         "prefloop.control.loop",
         "preference-based RL on gymnasium tasks: segments, simulated teachers, reward ensemble, PPO",

@@ -6,7 +6,9 @@ Run after `prefloop demo` (it reuses the demo's simulated-annotator rankings and
 
 Each DPO run has the demo's settings (LoRA, lr 5e-4, best-vs-worst pairs, 2 epochs) but its own β
 and a checkpoint every 4 steps, so every run adds several points. `--ppo-targets` adds `prefloop ppo`
-runs against the demo's reward model with those KL targets (adaptive KL controller). Then
+runs against the demo's reward model with those KL targets (adaptive KL controller, LoRA, lr
+--ppo-lr = 2e-4 as the demo's RL phase; `prefloop ppo`'s own default of 1e-6 is for full fine-tuning
+and barely moves LoRA adapters in 12 steps). Then
 `prefloop eval frontier` places every checkpoint, and best-of-n of the start model picked by the
 reward model, on one plot: runs/frontier/eval/frontier.png. docs/evaluation.md has the figure
 and the time it took on a 2-core CPU.
@@ -30,6 +32,9 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="*", default=[0.03, 0.1, 0.3])
     parser.add_argument("--ppo-targets", type=float, nargs="*", default=[])
     parser.add_argument("--ppo-steps", type=int, default=12)
+    parser.add_argument(
+        "--ppo-lr", type=float, default=2e-4, help="PPO learning rate (LoRA; the demo's RL rate)"
+    )
     parser.add_argument("--best-of-n", type=int, nargs="*", default=[1, 2, 4, 8, 16])
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--save-steps", type=int, default=4)
@@ -92,6 +97,8 @@ def main() -> None:
             "--adaptive-kl",  # without it β stays fixed and the target is ignored
             "--kl-target",
             str(target),
+            "--learning-rate",
+            str(args.ppo_lr),
             "--save-steps",
             str(args.save_steps),
             "--save-total-limit",

@@ -366,7 +366,9 @@ def frontier(cfg: FrontierConfig) -> dict[str, Any]:
 def _method_of(run: str) -> str:
     import yaml
 
-    path = Path(run) / "config.yaml"
+    from prefloop.eval.sampling import run_config_path
+
+    path = run_config_path(run)
     if not path.exists():
         return "model"
     cfg = yaml.safe_load(path.read_text()) or {}

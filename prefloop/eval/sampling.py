@@ -47,10 +47,12 @@ def policy_path(spec: str) -> str:
 
 def run_models(run: str | Path) -> list[tuple[str, str | Path, int | None]]:
     """(label, run or model dir, checkpoint step or None) of each model a run saved, in step order:
-    every checkpoints/step-N, then final/. A plain model directory is itself."""
+    every checkpoints/step-N, then final/. A plain model directory is itself (a run's final/
+    given alone is labelled by its run)."""
     run = Path(run)
     if not (run / "config.yaml").exists() or not (run / "final").is_dir():
-        return [(run.name or str(run), run, None)]
+        label = run.parent.name if _is_run_final(run) else run.name
+        return [(label or str(run), run, None)]
     from prefloop.train.checkpoint import list_checkpoints
 
     found: list[tuple[str, str | Path, int | None]] = []
@@ -59,6 +61,16 @@ def run_models(run: str | Path) -> list[tuple[str, str | Path, int | None]]:
         found.append((f"{run.name}@{step}", run, step))
     found.append((run.name, run / "final", None))
     return found
+
+
+def _is_run_final(path: Path) -> bool:
+    return path.name == "final" and (path.parent / "config.yaml").exists()
+
+
+def run_config_path(path: str | Path) -> Path:
+    """The config.yaml that describes `path`: its own, or its run's when `path` is RUN/final."""
+    path = Path(path)
+    return path.parent / "config.yaml" if _is_run_final(path) else path / "config.yaml"
 
 
 def load_checkpoint_model(run: Path, step: int) -> torch.nn.Module:

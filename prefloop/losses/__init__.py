@@ -23,6 +23,7 @@ from prefloop.losses.common import (
     token_logps,
     whiten,
 )
+from prefloop.losses.diffusion import diffusion_dpo_loss
 from prefloop.losses.preference import dpo_loss, ipo_loss, kto_loss, plackett_luce_dpo_loss
 from prefloop.losses.reward import RANKING_KINDS, bradley_terry_loss, ranking_loss
 from prefloop.losses.rl import (
@@ -76,6 +77,7 @@ __all__ = [
     "FixedKLController",
     "aggregate_loss",
     "bradley_terry_loss",
+    "diffusion_dpo_loss",
     "discounted_returns",
     "dpo_loss",
     "entropy_from_logits",

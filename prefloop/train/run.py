@@ -72,11 +72,13 @@ def load_policy(cfg: TrainConfig, device: torch.device) -> tuple[Any, torch.nn.M
 
 
 def prepare_trainable(model: PreTrainedModel, cfg: TrainConfig, task_type: str) -> torch.nn.Module:
-    """`model` set up for training as `cfg` says: no KV cache, packed attention, gradient checkpointing,
-    LoRA of `task_type`."""
+    """`model` set up for training as `cfg` says: no KV cache, leaner norm and MLP activations,
+    packed attention, gradient checkpointing, LoRA of `task_type`."""
+    from prefloop.models.lean import lean_activations
     from prefloop.models.load import apply_lora
 
     model.config.use_cache = False
+    lean_activations(model)  # same math, less kept for backward (models.lean)
     if cfg.packing:
         from prefloop.models.packing import enable_packing
 
@@ -230,7 +232,14 @@ class Run:
             write_json(self.output_dir / name, data)
 
     def save_final(self, tokenizer: Any) -> Path:
-        """OUTPUT/final (merged when LoRA), OUTPUT/adapter and the run report, written by rank 0; all ranks wait."""
+        """OUTPUT/final (merged when LoRA), OUTPUT/adapter and the run report, written by rank 0; all ranks wait.
+
+        Training is over (no checkpoint follows the last step), so the optimizer's moments, two
+        more copies of every trainable weight, are dropped first: saving (which may copy weights)
+        and the report's figure then do not add to the process's peak memory."""
+        if isinstance(self.optimizer, torch.optim.Optimizer):  # DeepSpeed's engine keeps its own
+            self.optimizer.state.clear()
+        self.train_model.zero_grad(set_to_none=True)
         self.model.eval()
         full = self.dist.full_model(self.train_model)  # gathered from the shards on rank 0 (a collective)
         if full is not None:

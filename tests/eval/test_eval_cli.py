@@ -235,3 +235,18 @@ def test_winrate_with_an_ai_judge_asks_both_orders(tmp_path):
     # Identical samples: a judge asked in both orders cannot prefer one side systematically.
     assert result["judge"].startswith("ai:") and result["n"] + result["abstained"] == 3
     assert result["win_rate"] == pytest.approx(0.5)
+
+
+def test_a_runs_final_given_alone_is_named_after_its_run(tmp_path):
+    from prefloop.eval.cli import _method_of
+    from prefloop.eval.sampling import run_models
+
+    run = tmp_path / "dpo-b0.1"
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("loss: dpo\nmodel: tiny\n")
+    plain = tmp_path / "some-model"
+    plain.mkdir()
+    assert run_models(run / "final") == [("dpo-b0.1", run / "final", None)]
+    assert _method_of(str(run / "final")) == "dpo"
+    assert run_models(plain) == [("some-model", plain, None)]
+    assert _method_of(str(plain)) == "model"

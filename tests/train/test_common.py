@@ -136,3 +136,23 @@ def test_checkpoints_roundtrip_and_prune(tmp_path):
     assert sched2.last_epoch == 3 and sched2.get_last_lr() == sched.get_last_lr()
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
     assert torch.equal(torch.rand(1), draw_after_save)  # RNG restored to the saved point
+
+
+def test_save_final_drops_the_optimizer_state_and_writes_a_loadable_model(tmp_path, tiny_causal):
+    """After the last step nothing needs AdamW's moments: they are freed before final/ is written."""
+    from prefloop.models.load import load_causal_lm, load_tokenizer
+    from prefloop.train.config import TrainConfig
+    from prefloop.train.run import start_run
+
+    model, tokenizer = tiny_causal, load_tokenizer("tiny")
+    cfg = TrainConfig(model="tiny", output_dir=str(tmp_path), max_steps=1, report_to_tensorboard="no")
+    run = start_run(cfg, tmp_path, model, "test", total_steps=1)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    run.backward(model(input_ids=ids, labels=ids).loss, last=True)
+    run.step_done(0, {"loss": 0.0}, tokens=4, started=0.0)
+    assert run.optimizer.state  # AdamW holds exp_avg / exp_avg_sq after a step
+    final = run.save_final(tokenizer)
+    assert not run.optimizer.state
+    assert all(p.grad is None for p in model.parameters())
+    loaded = load_causal_lm(final)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
