@@ -372,7 +372,7 @@ def _method_of(run: str) -> str:
     if not path.exists():
         return "model"
     cfg = yaml.safe_load(path.read_text()) or {}
-    return str(cfg.get("loss") or cfg.get("algorithm") or cfg.get("method") or Path(run).name)
+    return str(cfg.get("loss") or cfg.get("algorithm") or cfg.get("method") or path.parent.name)
 
 
 def best_of_n_points(
