@@ -239,7 +239,8 @@ class Run:
         and the report's figure then do not add to the process's peak memory."""
         if isinstance(self.optimizer, torch.optim.Optimizer):  # DeepSpeed's engine keeps its own
             self.optimizer.state.clear()
-        self.train_model.zero_grad(set_to_none=True)
+        if self.dist.engine != "deepspeed":  # the engine keeps (and frees) its own partitioned gradients
+            self.train_model.zero_grad(set_to_none=True)
         self.model.eval()
         full = self.dist.full_model(self.train_model)  # gathered from the shards on rank 0 (a collective)
         if full is not None:
