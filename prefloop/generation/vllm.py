@@ -27,11 +27,13 @@ k-th sample of a request seed ``s`` the seed ``s + k``); the per-prompt seeds ar
 from the constructor's seed and the number of unseeded calls so far, which is the whole
 random state (`rng_state` / `set_rng_state`: a resumed loop draws the same samples).
 
-Weights (`update_weights`): a state dict (Hugging Face parameter names, a subset is fine) or a
+Weights (`update_weights`): the full weights, as a state dict under Hugging Face names or a
 transformers model (a PEFT one is merged first: W + ΔW of each LoRA layer, computed without
-touching the trainer's weights) is passed to the engine model's own ``load_weights`` inside
-the engine (`LLM.apply_model`), then the prefix cache is reset (cached KV blocks were
-computed with the old weights). Adapter-only transfer (vLLM LoRA requests), sleep/wake, the
+touching the trainer's weights), go through vLLM's in-place reload (the worker's
+``reload_weights``: the model's own ``load_weights``, then the backend's weight processing),
+then the prefix cache is reset (cached KV blocks were computed with the old weights). A
+subset of the weights is left to vLLM's layer-wise reload and was not tested.
+Adapter-only transfer (vLLM LoRA requests), sleep/wake, the
 NCCL/IPC weight-transfer engines and server mode are GPU features and are not implemented here:
 docs/scaling.md lists what was run where.
 """
@@ -141,7 +143,7 @@ class VLLMGenerator:
         self.max_prompt_length = max_prompt_length
         self.stop_ids = stop_token_ids(self.tokenizer)
         self._seed, self._calls = seed, 0
-        # The engine core in this process: apply_model then reaches the model without pickling.
+        # The engine core in this process: weight reloads hand it the tensors without pickling.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         options: dict[str, Any] = {
             "model": path,
@@ -205,9 +207,13 @@ class VLLMGenerator:
                 f"update_weights takes a torch module or a state dict, got {type(weights).__name__}"
             )
         items = [(name, tensor.detach().to("cpu")) for name, tensor in state.items()]
-        loaded = self.llm.apply_model(_Loader(items))
-        if not any(loaded):
-            raise KeyError(f"update_weights: the engine's model took none of {[n for n, _ in items[:3]]}...")
+        # vLLM's in-place reload: each layer back to its checkpoint layout, the model's own
+        # load_weights (fused qkv / gate_up), then the backend's weight processing again. The
+        # model's load_weights alone fails on the CPU backend, whose processed weights no longer
+        # carry their loaders ("'Parameter' object has no attribute 'weight_loader'").
+        self.llm.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True}
+        )
         self.llm.reset_prefix_cache()
 
     def rng_state(self) -> dict[str, int]:
@@ -269,19 +275,3 @@ def _global_rng_kept() -> Iterator[None]:
         yield
     random.setstate(py)
     np.random.set_state(npy)
-
-
-class _Loader:
-    """Runs inside the engine (`LLM.apply_model`): the model's own `load_weights` (vLLM names
-    its fused projections itself) and the number of parameters it took."""
-
-    def __init__(self, items: list[tuple[str, Any]]):
-        self.items = items
-
-    def __call__(self, model: Any) -> int:
-        loaded = model.load_weights(_iterate(self.items))
-        return len(loaded) if loaded is not None else len(self.items)
-
-
-def _iterate(items: list[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-    yield from items
