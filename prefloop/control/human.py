@@ -204,7 +204,7 @@ class ClipTeacher:
             while waiting:
                 try:
                     self._collect(r, waiting)
-                except ControlError as exc:  # a restart of the server while we wait: keep waiting
+                except ServerUnreachable as exc:  # a restart of the server while we wait: keep waiting
                     self.log(f"[control] {exc} (still waiting)")
                 now = time.monotonic()
                 answered = rnd["pairs"] - len(waiting)
@@ -286,6 +286,10 @@ class ClipTeacher:
 SEGMENT_FIELDS = ("obs", "actions", "rewards", "episodes")
 
 
+class ServerUnreachable(ControlError):
+    """No answer from the feedback server at all (refused connection, timeout)."""
+
+
 def save_state(state_dir: Path, state: dict[str, Any]) -> None:
     """state.json, written atomically (a crash leaves the old or the new file, never half of one)."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +305,7 @@ def call(client: FeedbackClient, url: str, method: str, path: str, **kwargs: Any
     try:
         return client.call(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        raise ControlError(
+        raise ServerUnreachable(
             f"--feedback-url {url}: cannot reach the feedback server ({type(exc).__name__}: {exc}); "
             "start it with `prefloop serve` or fix the URL"
         ) from None

@@ -9,6 +9,7 @@ expected label is known: segment a better -> 1, b -> 0, equal -> ½, can't tell 
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import json
 import re
@@ -48,11 +49,22 @@ EXPECTED = {"seg_a": 1.0, "seg_b": 0.0, "equal": 0.5, "cant_tell": None}
 
 
 class ScriptedAnnotator(threading.Thread):
-    """Answers clip tasks through the API until stopped (or after `limit` answers)."""
+    """Answers clip tasks through the API until stopped, or after `limit` answers; then, with
+    `interrupt`, waits until the loop has recorded them and presses Ctrl-C (KeyboardInterrupt in
+    the main thread, where the loop waits for the other answers)."""
 
-    def __init__(self, server: Any, cid_of: Any, token: str, out: Path, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        cid_of: Any,
+        token: str,
+        out: Path,
+        limit: int | None = None,
+        interrupt: bool = False,
+    ) -> None:
         super().__init__(daemon=True)
         self.server, self.cid_of, self.token, self.out, self.limit = server, cid_of, token, out, limit
+        self.interrupt = interrupt
         self.stop = threading.Event()
         self.answered: list[dict[str, Any]] = []
         self.errors: list[str] = []
@@ -70,6 +82,11 @@ class ScriptedAnnotator(threading.Thread):
                     time.sleep(0.1)
                     continue
                 self.answer(task)
+            if self.interrupt:
+                given = {a["judgment_id"] for a in self.answered}
+                while not given <= {r.get("judgment_id") for r in labels_rows(self.out)}:
+                    time.sleep(0.1)
+                _thread.interrupt_main()
         except Exception as exc:  # surfaced by the test
             self.errors.append(repr(exc))
 
@@ -161,22 +178,19 @@ def test_people_label_clip_pairs_through_the_server(module_server: Any, tmp_path
 
 def test_an_interrupted_run_resumes_with_the_labels_already_given(module_server: Any, tmp_path: Path) -> None:
     cfg, token, out = setup(module_server, tmp_path, "resume-annotator")
-    # Run 1: the person answers two pairs of the first round, then leaves; the run stops waiting.
-    first = ScriptedAnnotator(module_server, campaign_of(out), token, out, limit=2)
+    # Run 1: the person answers two pairs of the first round; Ctrl-C while the loop waits for more.
+    first = ScriptedAnnotator(module_server, campaign_of(out), token, out, limit=2, interrupt=True)
     first.start()
-    with pytest.raises(ControlError, match=r"rerun the same command to resume"):
-        train(ControlConfig(output_dir=str(out), human_wait_s=4.0, **cfg))
+    with pytest.raises(KeyboardInterrupt):
+        train(ControlConfig(output_dir=str(out), **cfg))
     first.join(10)
     assert not first.errors
     kept = labels_rows(out)
     state = json.loads((out / "human" / "state.json").read_text())
-    assert len(state["rounds"]) == 1 and state["rounds"][0]["pairs"] == 4
+    assert state["rounds"][0]["pairs"] == 4
     given_first = {a["judgment_id"] for a in first.answered}
-    assert {r["judgment_id"] for r in kept if r.get("judgment_id")} == given_first
-    cid = state["campaign"]
-    n_items = module_server.api("GET", f"/api/campaigns/{cid}", token=module_server.admin_token).json()[
-        "n_items"
-    ]
+    assert len(given_first) == 2 and given_first <= {r.get("judgment_id") for r in kept}
+    round0_posted = sum(i is not None for i in state["rounds"][0]["items"])
 
     # Run 2, the same command: it waits for the rest of round 1 (nothing posted again), then goes on.
     second = ScriptedAnnotator(module_server, campaign_of(out), token, out)
@@ -192,7 +206,8 @@ def test_an_interrupted_run_resumes_with_the_labels_already_given(module_server:
     assert len(rows) == 8 and len({(r["round"], r["pair"]) for r in rows}) == 8  # no pair asked twice
     assert given_first <= {r.get("judgment_id") for r in rows}  # the early labels are still there
     round0_items = [r["pair"] for r in second.answered if r["round"] == 0]
-    assert len(round0_items) == n_items - len(given_first)  # the items of run 1, not new ones
+    assert len(round0_items) == round0_posted - len(given_first)  # the items of run 1, not new ones
+    assert json.loads((out / "human" / "state.json").read_text())["rounds"][0] == state["rounds"][0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["labels_used"] == 8
     assert summary["labels_answered"] == sum(r["label"] is not None for r in rows)
@@ -228,3 +243,41 @@ def test_bad_server_or_campaign_is_a_one_line_error(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing ran
+
+
+def test_a_round_nobody_answers_in_time_stops_and_a_rerun_picks_up_the_answer(
+    module_server: Any, tmp_path: Path
+) -> None:
+    """--human-wait-s: the teacher stops with one line, keeping the posted item; the answer given
+    afterwards reaches the next run's teacher without the pair being posted again."""
+    import numpy as np
+
+    from prefloop.control.clips import encode_frame
+    from prefloop.control.human import connect
+    from prefloop.control.segments import SegmentBatch
+
+    cfg, token, out = setup(module_server, tmp_path, "late-annotator")
+
+    def segment(color: int) -> SegmentBatch:
+        frame = encode_frame(np.full((6, 8, 3), color, dtype=np.uint8), 8)
+        z = np.zeros((1, 3, 1))
+        return SegmentBatch(z, z, np.zeros((1, 3)), np.array([0]), [[frame] * 3], np.zeros((1, 3), bool))
+
+    def teacher() -> Any:
+        return connect(
+            module_server.base_url, cfg["feedback_token_file"], None, ["late-annotator"], "CartPole-v1", out,
+            fps=10, wait_s=1.0, poll_s=0.2,
+        )  # fmt: skip
+
+    with pytest.raises(ControlError, match=r"no answer for 1 of 1 pairs of round 0 within --human-wait-s 1"):
+        teacher().compare_segments(segment(0), segment(255))
+    cid = campaign_of(out)()
+    (item_id,) = json.loads((out / "human" / "state.json").read_text())["rounds"][0]["items"]
+    late = ScriptedAnnotator(module_server, campaign_of(out), token, out, limit=1)
+    late.run()  # the person answers after the run stopped
+    assert not late.errors and late.answered[0]["intent"] == "seg_a"
+    ((a, b, prefs),) = teacher().resume()
+    assert prefs[0].which == "a" and prefs[0].meta["item_id"] == item_id
+    assert a.obs.shape == (1, 3, 1) and len(b) == 1
+    info = module_server.api("GET", f"/api/campaigns/{cid}", token=module_server.admin_token).json()
+    assert info["n_items"] == 1  # not posted again
