@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["encode_frame", "segment_gif"]
 
@@ -42,10 +46,9 @@ def encode_frame(frame: np.ndarray, width: int) -> bytes:
     return out.getvalue()
 
 
-def _ended(img: object) -> object:
+def _ended(img: Image.Image) -> Image.Image:
     from PIL import Image, ImageDraw
 
-    assert isinstance(img, Image.Image)
     dim = Image.blend(img, Image.new("RGB", img.size, (128, 128, 128)), 0.55)
     ImageDraw.Draw(dim).text((4, 4), "episode over", fill=(255, 255, 255))
     return dim
