@@ -101,6 +101,8 @@ class OveroptimizationConfig(EvalCommon):
     """Largest n of best-of-n (samples per prompt; n = 1, 2, 4, ... up to it)."""
     runs: list[str] = field(default_factory=list)
     """RL runs whose checkpoints add measured-KL points (fitted with the RL form)."""
+    num_samples: int = 4
+    """Samples per prompt for each checkpoint of --runs (its gold, proxy and KL are means over them)."""
 
 
 @dataclass
@@ -511,11 +513,20 @@ def overoptimization(cfg: OveroptimizationConfig) -> dict[str, Any]:
         for run in cfg.runs:
             for label, spec, step in run_models(run):
                 row = score_and_kl(
-                    cfg, sampler, spec, step, model, prompts, {"gold": gold, "proxy": proxy}, 1
+                    cfg, sampler, spec, step, model, prompts, {"gold": gold, "proxy": proxy}, cfg.num_samples
                 )
                 kl = max(row["kl"], 0.0)  # a Monte Carlo estimate can dip below 0 near the start
                 rl_points.append(
-                    {"label": label, "kl": kl, "d": math.sqrt(kl), "gold": row["gold"], "proxy": row["proxy"]}
+                    {
+                        "label": label,
+                        "kl": kl,
+                        "kl_se": row["kl_se"],
+                        "d": math.sqrt(kl),
+                        "gold": row["gold"],
+                        "gold_se": row["gold_se"],
+                        "proxy": row["proxy"],
+                        "proxy_se": row["proxy_se"],
+                    }
                 )
         result["rl"] = rl_points
         if len(rl_points) >= 2:
@@ -540,7 +551,9 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
     d = np.array([r["d"] for r in bon])
     ax.plot(d, [r["gold"] - base_gold for r in bon], "o", color="#2a7", label="gold, best-of-n")
     ax.plot(d, [r["proxy"] - base_proxy for r in bon], "s", color="#27c", label="proxy, best-of-n")
-    grid = np.linspace(0, max(float(d.max()), 1e-3) * 1.15, 100)
+    rl = result.get("rl", [])
+    d_max = max([float(d.max())] + [r["d"] for r in rl])
+    grid = np.linspace(0, max(d_max, 1e-3) * 1.1, 200)
     for key, color in (("gold", "#2a7"), ("proxy", "#27c")):
         fit = result.get("fit_best_of_n", {}).get(key)
         if fit:
@@ -555,8 +568,23 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
             )
             if key == "gold" and f.beta > 0:
                 ax.axvline(f.d_peak, color=color, ls=":", alpha=0.6)
-    for r in result.get("rl", []):
-        ax.plot(r["d"], r["gold"] - base_gold, "^", color="#c52")
+    if rl:
+        ax.errorbar(
+            [r["d"] for r in rl],
+            [r["gold"] - base_gold for r in rl],
+            yerr=[r.get("gold_se", 0.0) for r in rl],
+            fmt="^",
+            color="#c52",
+            capsize=3,
+            label="gold, RL checkpoints",
+        )
+        ax.plot(
+            [r["d"] for r in rl],
+            [r["proxy"] - base_proxy for r in rl],
+            "v",
+            color="#85c",
+            label="proxy, RL checkpoints",
+        )
     if result.get("fit_rl"):
         f = OveroptimizationFit(**result["fit_rl"]["gold"])
         ax.plot(
