@@ -101,7 +101,7 @@ def make_envs(env_id: str, num_envs: int, seed: int, render: bool = False) -> tu
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 
-    kwargs = {"render_mode": "rgb_array"} if render else {}
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
     if render:  # pygame draws off-screen; without this SDL looks for a display and complains
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     _check_id(env_id)
