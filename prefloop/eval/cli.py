@@ -534,10 +534,32 @@ def overoptimization(cfg: OveroptimizationConfig) -> dict[str, Any]:
                 [r["d"] for r in rl_points], [r["gold"] - base_gold for r in rl_points], "rl"
             )
             result["fit_rl"] = {"gold": asdict(fit_rl)}
+    result["gold_peak"] = {
+        name: _peak_words(result[key]["gold"], points)
+        for name, key, points in (("best-of-n", "fit_best_of_n", bon), ("rl", "fit_rl", rl_points))
+        if key in result
+    }
     out = Path(cfg.output_dir)
     _write(out, "overoptimization.json", result)
     plot_overoptimization(result, base_gold, base_proxy, out / "overoptimization.png")
     return result
+
+
+def _peak_words(fit: dict[str, Any], points: list[dict[str, Any]]) -> str:
+    """Where the gold score peaks, in words: measured at a point, fitted within the points, or not yet."""
+    top = max(points, key=lambda r: r["gold"])
+    last = max(points, key=lambda r: r["kl"])
+    if fit["peak_in_range"]:
+        return (
+            f"fitted peak at KL {fit['kl_peak']:.2f} nats (gold +{fit['gold_peak']:.3f} over the start); "
+            f"best measured point at KL {top['kl']:.2f}"
+        )
+    if top is last:
+        return f"no peak: gold still rising at the largest KL measured ({last['kl']:.2f} nats)"
+    return (
+        f"best measured point at KL {top['kl']:.2f} nats; the fitted form does not peak within "
+        f"the points (up to KL {last['kl']:.2f})"
+    )
 
 
 def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: float, path: Path) -> None:
@@ -552,8 +574,7 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
     ax.plot(d, [r["gold"] - base_gold for r in bon], "o", color="#2a7", label="gold, best-of-n")
     ax.plot(d, [r["proxy"] - base_proxy for r in bon], "s", color="#27c", label="proxy, best-of-n")
     rl = result.get("rl", [])
-    d_max = max([float(d.max())] + [r["d"] for r in rl])
-    grid = np.linspace(0, max(d_max, 1e-3) * 1.1, 200)
+    grid = np.linspace(0, max(float(d.max()), 1e-3) * 1.05, 200)  # each fit drawn over its own points
     for key, color in (("gold", "#2a7"), ("proxy", "#27c")):
         fit = result.get("fit_best_of_n", {}).get(key)
         if fit:
@@ -566,7 +587,7 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
                 alpha=0.7,
                 label=f"{key} fit d(α−βd): α={f.alpha:.3f}, β={f.beta:.3f}",
             )
-            if key == "gold" and f.beta > 0:
+            if key == "gold" and f.peak_in_range:
                 ax.axvline(f.d_peak, color=color, ls=":", alpha=0.6)
     if rl:
         ax.errorbar(
@@ -587,9 +608,10 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
         )
     if result.get("fit_rl"):
         f = OveroptimizationFit(**result["fit_rl"]["gold"])
+        rl_grid = np.linspace(0, max(r["d"] for r in rl) * 1.05, 200)
         ax.plot(
-            grid,
-            f.predict(grid),
+            rl_grid,
+            f.predict(rl_grid),
             "--",
             color="#c52",
             label=f"gold, RL fit d(α−β log d): α={f.alpha:.3f}, β={f.beta:.3f}",

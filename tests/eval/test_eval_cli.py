@@ -238,7 +238,8 @@ def test_overoptimization_places_a_runs_checkpoints_with_measured_kl(yes_policy,
     for r in rl.values():  # judge and proxy are the same toy reward here
         assert r["gold"] == pytest.approx(r["proxy"]) and r["d"] == pytest.approx(math.sqrt(r["kl"]))
     assert rl["run"]["kl"] > 0.1 and rl["run"]["gold"] > result["best_of_n"][0]["gold"]
-    assert set(result["fit_rl"]["gold"]) >= {"alpha", "beta", "d_peak", "gold_peak"}
+    assert set(result["fit_rl"]["gold"]) >= {"alpha", "beta", "d_peak", "gold_peak", "peak_in_range"}
+    assert set(result["gold_peak"]) == {"best-of-n", "rl"} and all(result["gold_peak"].values())
 
 
 def test_winrate_with_an_ai_judge_asks_both_orders(tmp_path):
