@@ -259,7 +259,9 @@ class ClipTeacher:
             )
         if waiting:
             item_ids = ",".join(str(item) for item in waiting)
-            status = self._call("GET", f"/api/campaigns/{self.campaign}/items/status", params={"ids": item_ids})
+            status = self._call(
+                "GET", f"/api/campaigns/{self.campaign}/items/status", params={"ids": item_ids}
+            )
             for item_id in list(waiting):
                 st = status[str(item_id)]
                 if st["pending"] == 0 and st["judgments"] == 0 and st["skipped"] > 0:
