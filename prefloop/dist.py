@@ -115,6 +115,8 @@ class Dist:
     _skeleton: Any = field(default=None, repr=False)
     _group_flags: Any = field(default=None, repr=False)
     """The optimizer groups' fused/foreach flags before a sharded engine changed them (for checkpoints)."""
+    _sum_in_step: bool = False
+    """Gradients are summed over ranks in `step` (`prepare(..., sum_in_step=True)`), not by a wrapper."""
 
     @property
     def is_main(self) -> bool:
@@ -142,6 +144,18 @@ class Dist:
         out: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(out, obj)
         return out
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of `t` over all ranks (a new tensor on `t`'s device; `t` itself alone)."""
+        if self.world_size == 1:
+            return t
+        out = t.detach().to(self._comm_device(), copy=True)
+        torch.distributed.all_reduce(out)
+        return out.to(t.device)
+
+    def share(self, n: int) -> tuple[int, int]:
+        """[lo, hi): this rank's contiguous share of `n` items (near-equal shares in rank order)."""
+        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -189,6 +203,7 @@ class Dist:
         optimizer: torch.optim.Optimizer,
         max_grad_norm: float = 0.0,
         resume: Path | None = None,
+        sum_in_step: bool = False,
     ):
         """(module for the training forward, optimizer) under this engine.
 
@@ -197,8 +212,25 @@ class Dist:
         its parameter groups (and so its learning-rate scheduler), rebound to the sharded
         parameters, with any loaded state cut into the same shards; under DeepSpeed the engine's
         optimizer wraps it and, when `resume` is a checkpoint, loads the engine's own files.
+
+        `sum_in_step`: for a loop whose forwards do not go through one module call (the online
+        loop: policy, value model, reference and PPO-ptx forwards on each micro-batch) and whose
+        loss weights already sum to the step's loss over all ranks. Nothing wraps the model;
+        rank 0's weights are broadcast and `step` sums the accumulated gradients over ranks
+        first (one collective per optimizer step, as DDP's last backward). DDP engine only.
         """
         if self.engine == "single":
+            return model, optimizer
+        if sum_in_step:
+            if self.engine != "ddp":
+                raise DistError(
+                    f"this loop runs on one process or under DDP, not under {self.engine}: "
+                    "launch it with examples/accelerate/ddp.yaml"
+                )
+            self._sum_in_step = True
+            with torch.no_grad():
+                for tensor in [*model.parameters(), *model.buffers()]:
+                    torch.distributed.broadcast(tensor, 0)
             return model, optimizer
         if self.engine == "ddp":
             return self.accelerator.prepare_model(model), optimizer
@@ -240,6 +272,8 @@ class Dist:
             model.step()  # clips to the config's gradient_clipping (= max_grad_norm) inside
             norm = model.get_global_grad_norm()
             return None if norm is None else float(norm)
+        if self._sum_in_step:
+            _sum_gradients([p for p in model.parameters() if p.requires_grad])
         norm = None
         if max_grad_norm > 0:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -277,6 +311,8 @@ class Dist:
         return full
 
     def unwrap(self, model: Any) -> Any:
+        if self._sum_in_step:
+            return model
         if self.engine == "ddp":
             return model.module
         if self.engine == "deepspeed":
@@ -369,6 +405,27 @@ class Dist:
         """
         if self.engine == "deepspeed":
             model.save_checkpoint(str(directory), tag=DEEPSPEED_DIR, save_latest=False)
+
+
+def _sum_gradients(params: list[torch.nn.Parameter]) -> None:
+    """All-reduce (sum) the gradients of `params`, one flat buffer per dtype; a missing gradient counts 0."""
+    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in group])  # type: ignore[union-attr]
+        device = flat.device
+        if torch.distributed.get_backend() != "nccl":
+            flat = flat.cpu()
+        torch.distributed.all_reduce(flat)
+        flat = flat.to(device)
+        offset = 0
+        for p in group:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+            offset += n
 
 
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:

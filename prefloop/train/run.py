@@ -293,12 +293,15 @@ def start_run(
     num_records: int | None = None,
     total_steps: int | None = None,
     extra_state: Callable[[], dict[str, Any]] | None = None,
+    shards_rollouts: bool = False,
 ) -> Run:
     """Optimizer, scheduler, logger and progress bar for a run; restores a checkpoint on resume.
 
     Offline loops pass `num_records` (the step count follows from epochs / max_steps and the
     batch); the online loop passes `total_steps` and its `extra_state`. On resume the
-    checkpoint's extra state is in `Run.restored`.
+    checkpoint's extra state is in `Run.restored`. `shards_rollouts`: the loop splits its own
+    samples across ranks and weighs their losses over the whole step (the online loop); it then
+    runs under DDP with gradients summed in the optimizer step (`Dist.prepare`).
     """
     dist = process(cfg)
     schedule = None
@@ -318,12 +321,17 @@ def start_run(
         total_steps = schedule.total_steps
     if total_steps is None or total_steps < 1:
         raise TrainError("a run needs num_records or a positive total_steps")
-    if schedule is None and dist.world_size > 1:
-        # The online loops sample their own data and call loss.backward() on the model itself:
-        # under DDP each rank would silently train its own copy. Refuse instead.
+    if schedule is None and dist.world_size > 1 and not shards_rollouts:
+        # A loop that samples its own data without splitting it across ranks would train W
+        # copies on the same samples. Refuse instead.
         raise TrainError(
-            f"online loops run in one process for now (this launch has {dist.world_size}); "
-            "scale generation and rewards out with --ray instead"
+            f"{desc} runs in one process (this launch has {dist.world_size}); "
+            "launch it without accelerate / torchrun"
+        )
+    if shards_rollouts and dist.world_size > 1 and dist.engine != "ddp":
+        raise TrainError(
+            f"{desc} runs on one process or under DDP, not under {dist.engine}: "
+            "launch it with examples/accelerate/ddp.yaml"
         )
     optimizer = build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -363,7 +371,9 @@ def start_run(
             set_seed(rank_seed(cfg.seed + start, dist.rank))
         if dist.is_main:
             print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    train_model, optimizer = dist.prepare(model, optimizer, cfg.max_grad_norm, resume=checkpoint)
+    train_model, optimizer = dist.prepare(
+        model, optimizer, cfg.max_grad_norm, resume=checkpoint, sum_in_step=shards_rollouts
+    )
     logger = MetricsLogger(
         output_dir,
         cfg.report_to_tensorboard,
