@@ -107,7 +107,7 @@ def test_deepspeed_zero_equals_one_process_and_resumes(config, tmp_path, capsys)
     two = tmp_path / "2p"
     sft = argv("sft", sft_data, two / "sft", "--batch-size", "4", "--save-steps", "2")
     resumed = argv("sft", sft_data, two / "sft-resumed", "--batch-size", "4", "--save-steps", "2")
-    launch(config, [{"argv": sft}, *crash_and_resume(resumed)], tmp_path, timeout=900)
+    launch(config, [{"argv": sft}, *crash_and_resume(resumed)], tmp_path)
     assert_equal_runs(two / "sft", one_process("sft", sft_data, tmp_path))
     step2 = two / "sft" / "checkpoints" / "step-2"
     assert (step2 / "deepspeed").is_dir()  # the engine's own partitions next to the gathered weights

@@ -58,7 +58,7 @@ def runs(tmp_path_factory):
         {"argv": [name, *COMMON, *flags, "--output-dir", str(root / "2p" / name)]}
         for name, flags in CASES.items()
     ]
-    launch("ddp.yaml", jobs, root, timeout=1500)  # generation on 2 shared CPU cores
+    launch("ddp.yaml", jobs, root)
     for name, flags in CASES.items():
         main([name, *COMMON, *flags, "--output-dir", str(root / "1p" / name)])
     return root
@@ -72,7 +72,8 @@ def test_two_processes_equal_one_process(runs, name):
     for r2, r1 in zip(rows2, rows1, strict=True):
         assert r2["completions"] == r1["completions"] == 8  # 4 prompts x 2, split over the ranks
         assert r2["generated_tokens"] == r1["generated_tokens"]
-        assert r2["tokens"] == r1["tokens"]
+        # Not compared: `loss` (a mean over micro-batches, which group the sequences differently)
+        # and `tokens` (packed slots: a prompt shared by its K completions counts once per row).
         for key in SAME:
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), key
     assert_same_weights(two, one, ATOL)
