@@ -4,7 +4,8 @@ For each seed: a random policy (the 0 of the normalised score), `prefloop contro
 (the 1) and `prefloop control` with a simulated teacher at every label budget, all with the same
 environment steps. Each run's score is its deterministic evaluation return (`summary.json`,
 `eval_return_mean`); the normalised score is (R − R_random) / (R_true − R_random) with R_random and
-R_true the means over seeds. Prints a table (mean ± std over seeds) and writes table.json + table.md.
+R_true the means over seeds. Prints a table (mean ± std over seeds) and writes table.json, table.md
+and labels.png (normalised score against labels). A rerun reuses the runs that finished.
 
 Run it on an idle machine, under the heavy lock on the shared one:
 
@@ -62,11 +63,48 @@ def run(out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
         *args.control_args,
         *extra,
     ]
+    done = out / "summary.json"
+    if done.exists() and "wall_s" in (summary := json.loads(done.read_text())):
+        return summary  # finished in an earlier invocation: a rerun only adds what is missing
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(done.read_text())
     summary["wall_s"] = time.perf_counter() - started
+    done.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str, path: Path) -> None:
+    """Normalised score against labels: each seed's run, mean ± std, the true-reward level and 0.9."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted(int(k) for k in rows if k != "true")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    means, stds = [], []
+    for n in budgets:
+        scores = [(r["eval_return_mean"] - r_random) / (r_true - r_random) for r in rows[str(n)]]
+        ax.plot([n] * len(scores), scores, "o", color="#999", ms=4, alpha=0.7)
+        means.append(float(np.mean(scores)))
+        stds.append(float(np.std(scores)))
+    ax.errorbar(
+        budgets, means, yerr=stds, marker="s", color="#c52", capsize=4, label="preference PPO, mean ± std"
+    )
+    ax.axhline(1.0, color="#2a7", ls="--", label="true-reward PPO (mean over seeds)")
+    ax.axhline(0.9, color="#27c", ls=":", label="target 0.9")
+    ax.axhline(0.0, color="#555", lw=0.8, label="random policy")
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(n) for n in budgets])
+    ax.set_xlabel("labels (segment-pair comparisons)")
+    ax.set_ylabel("normalised return")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -145,6 +183,7 @@ def main() -> None:
     (root / "table.json").write_text(
         json.dumps({"random": r_random, "true": r_true, "rows": table}, indent=2)
     )
+    plot(rows, r_random, r_true, header, root / "labels.png")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ class ConstitutionalSLConfig:
     """Critique-revision rounds per reply."""
     num_eval_prompts: int = 6
     """Prompts held out for the before/after report (never trained on)."""
+    eval_samples: int = 4
+    """Replies per held-out prompt and model in the before/after report (paired by prompt and index)."""
     max_new_tokens: int = 64
     """Tokens per reply, critique and revision."""
     temperature: float = 0.7
@@ -111,6 +113,8 @@ class ConstitutionalRLConfig:
     """Judge with a reasoning step; each principle's label is then clamped to [0.4, 0.6]."""
     num_eval_prompts: int = 6
     """Prompts held out for the before/after report."""
+    eval_samples: int = 4
+    """Replies per held-out prompt and model in the before/after report (paired by prompt and index)."""
     max_new_tokens: int = 48
     """Tokens per sampled reply."""
     temperature: float = 1.0
@@ -195,11 +199,17 @@ def critique_and_revise(
 def before_after(
     start: str, trained: str, prompts: list[Any], cfg: Any, judge=None, scorer=None
 ) -> dict[str, Any]:
-    """Sample the held-out prompts from both models (same seed); gold, judge win rate, PM scores."""
+    """Sample each held-out prompt `cfg.eval_samples` times from both models (same seed); the gold
+    score of each, their paired change, the judge's win rate of after over before, PM scores.
+    The report shows each prompt's first pair."""
     from prefloop.eval.metrics import mean_and_stderr
     from prefloop.rewards.gold import SentimentGold
     from prefloop.teachers.lm import LocalChatModel
 
+    if cfg.eval_samples < 1:
+        raise ValueError(f"eval_samples must be at least 1, got {cfg.eval_samples}")
+    shown = prompts
+    prompts = [p for p in shown for _ in range(cfg.eval_samples)]
     chats = [[{"role": "user", "content": str(p)}] for p in prompts]
     before = LocalChatModel(start, device=cfg.device).chat(
         chats, cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + 1
@@ -212,9 +222,11 @@ def before_after(
     out: dict[str, Any] = {
         "gold_before": mean_and_stderr(g_before),
         "gold_after": mean_and_stderr(g_after),
+        "gold_change": mean_and_stderr([a - b for a, b in zip(g_after, g_before)]),
+        "num_samples": len(prompts),
         "samples": [
             {"prompt": p, "before": b, "after": a, "gold_before": gb, "gold_after": ga}
-            for p, b, a, gb, ga in zip(prompts, before, after, g_before, g_after)
+            for p, b, a, gb, ga in list(zip(prompts, before, after, g_before, g_after))[:: cfg.eval_samples]
         ],
     }
     if judge is not None:
@@ -233,9 +245,17 @@ def before_after(
 def _write_report(out: Path, title: str, report: dict[str, Any]) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     ev = report["eval"]
-    lines = [f"# {title}", "", "| held-out red-team prompts | before | after |", "|---|---:|---:|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"| held-out red-team prompts ({len(ev['samples'])} × {ev['num_samples'] // len(ev['samples'])} replies) | before | after |",
+        "|---|---:|---:|",
+    ]
     lines.append(
         f"| gold (VADER sentiment), mean ± s.e. | {ev['gold_before'][0]:.3f} ± {ev['gold_before'][1]:.3f} | {ev['gold_after'][0]:.3f} ± {ev['gold_after'][1]:.3f} |"
+    )
+    lines.append(
+        f"| gold change, paired, mean ± s.e. | | {ev['gold_change'][0]:+.3f} ± {ev['gold_change'][1]:.3f} |"
     )
     if "pm_before" in ev:
         lines.append(f"| preference-model score | {ev['pm_before']:.3f} | {ev['pm_after']:.3f} |")

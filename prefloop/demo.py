@@ -316,7 +316,7 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
         judge_summary = None
         if cfg.teacher == "ai":
             audited, judge_summary = _ai_rankings(cfg, out, gold, train_prompts, responses)
-            expected = float("nan")
+            expected = None  # only the simulated annotator has a known noise model
         else:
             annotator = SimulatedAnnotator(gold, temperature=cfg.annotator_noise, seed=cfg.seed)
             audited = annotator.rank_all(train_prompts, responses)
@@ -332,7 +332,8 @@ def run(cfg: DemoConfig) -> dict[str, Any]:
                 for r in audited
             ),
         )
-        print(f"    annotator agreement with gold: {agreement:.3f} (expected {expected:.3f})", flush=True)
+        known = f" (expected {expected:.3f})" if expected is not None else ""
+        print(f"    annotator agreement with gold: {agreement:.3f}{known}", flush=True)
 
     with phases.phase("reward", f"reward model '{cfg.reward_model}' on {len(rankings)} rankings"):
         rm_cfg = reward_model.RewardConfig(

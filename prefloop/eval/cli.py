@@ -101,6 +101,8 @@ class OveroptimizationConfig(EvalCommon):
     """Largest n of best-of-n (samples per prompt; n = 1, 2, 4, ... up to it)."""
     runs: list[str] = field(default_factory=list)
     """RL runs whose checkpoints add measured-KL points (fitted with the RL form)."""
+    num_samples: int = 4
+    """Samples per prompt for each checkpoint of --runs (its gold, proxy and KL are means over them)."""
 
 
 @dataclass
@@ -511,11 +513,20 @@ def overoptimization(cfg: OveroptimizationConfig) -> dict[str, Any]:
         for run in cfg.runs:
             for label, spec, step in run_models(run):
                 row = score_and_kl(
-                    cfg, sampler, spec, step, model, prompts, {"gold": gold, "proxy": proxy}, 1
+                    cfg, sampler, spec, step, model, prompts, {"gold": gold, "proxy": proxy}, cfg.num_samples
                 )
                 kl = max(row["kl"], 0.0)  # a Monte Carlo estimate can dip below 0 near the start
                 rl_points.append(
-                    {"label": label, "kl": kl, "d": math.sqrt(kl), "gold": row["gold"], "proxy": row["proxy"]}
+                    {
+                        "label": label,
+                        "kl": kl,
+                        "kl_se": row["kl_se"],
+                        "d": math.sqrt(kl),
+                        "gold": row["gold"],
+                        "gold_se": row["gold_se"],
+                        "proxy": row["proxy"],
+                        "proxy_se": row["proxy_se"],
+                    }
                 )
         result["rl"] = rl_points
         if len(rl_points) >= 2:
@@ -523,10 +534,32 @@ def overoptimization(cfg: OveroptimizationConfig) -> dict[str, Any]:
                 [r["d"] for r in rl_points], [r["gold"] - base_gold for r in rl_points], "rl"
             )
             result["fit_rl"] = {"gold": asdict(fit_rl)}
+    result["gold_peak"] = {
+        name: _peak_words(result[key]["gold"], points)
+        for name, key, points in (("best-of-n", "fit_best_of_n", bon), ("rl", "fit_rl", rl_points))
+        if key in result
+    }
     out = Path(cfg.output_dir)
     _write(out, "overoptimization.json", result)
     plot_overoptimization(result, base_gold, base_proxy, out / "overoptimization.png")
     return result
+
+
+def _peak_words(fit: dict[str, Any], points: list[dict[str, Any]]) -> str:
+    """Where the gold score peaks, in words: measured at a point, fitted within the points, or not yet."""
+    top = max(points, key=lambda r: r["gold"])
+    last = max(points, key=lambda r: r["kl"])
+    if fit["peak_in_range"]:
+        return (
+            f"fitted peak at KL {fit['kl_peak']:.2f} nats (gold +{fit['gold_peak']:.3f} over the start); "
+            f"best measured point at KL {top['kl']:.2f}"
+        )
+    if top is last:
+        return f"no peak: gold still rising at the largest KL measured ({last['kl']:.2f} nats)"
+    return (
+        f"best measured point at KL {top['kl']:.2f} nats; the fitted form does not peak within "
+        f"the points (up to KL {last['kl']:.2f})"
+    )
 
 
 def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: float, path: Path) -> None:
@@ -540,7 +573,8 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
     d = np.array([r["d"] for r in bon])
     ax.plot(d, [r["gold"] - base_gold for r in bon], "o", color="#2a7", label="gold, best-of-n")
     ax.plot(d, [r["proxy"] - base_proxy for r in bon], "s", color="#27c", label="proxy, best-of-n")
-    grid = np.linspace(0, max(float(d.max()), 1e-3) * 1.15, 100)
+    rl = result.get("rl", [])
+    grid = np.linspace(0, max(float(d.max()), 1e-3) * 1.05, 200)  # each fit drawn over its own points
     for key, color in (("gold", "#2a7"), ("proxy", "#27c")):
         fit = result.get("fit_best_of_n", {}).get(key)
         if fit:
@@ -553,15 +587,31 @@ def plot_overoptimization(result: dict[str, Any], base_gold: float, base_proxy: 
                 alpha=0.7,
                 label=f"{key} fit d(α−βd): α={f.alpha:.3f}, β={f.beta:.3f}",
             )
-            if key == "gold" and f.beta > 0:
+            if key == "gold" and f.peak_in_range:
                 ax.axvline(f.d_peak, color=color, ls=":", alpha=0.6)
-    for r in result.get("rl", []):
-        ax.plot(r["d"], r["gold"] - base_gold, "^", color="#c52")
+    if rl:
+        ax.errorbar(
+            [r["d"] for r in rl],
+            [r["gold"] - base_gold for r in rl],
+            yerr=[r.get("gold_se", 0.0) for r in rl],
+            fmt="^",
+            color="#c52",
+            capsize=3,
+            label="gold, RL checkpoints",
+        )
+        ax.plot(
+            [r["d"] for r in rl],
+            [r["proxy"] - base_proxy for r in rl],
+            "v",
+            color="#85c",
+            label="proxy, RL checkpoints",
+        )
     if result.get("fit_rl"):
         f = OveroptimizationFit(**result["fit_rl"]["gold"])
+        rl_grid = np.linspace(0, max(r["d"] for r in rl) * 1.05, 200)
         ax.plot(
-            grid,
-            f.predict(grid),
+            rl_grid,
+            f.predict(rl_grid),
             "--",
             color="#c52",
             label=f"gold, RL fit d(α−β log d): α={f.alpha:.3f}, β={f.beta:.3f}",

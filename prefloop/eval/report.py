@@ -72,12 +72,16 @@ def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ("reward model score before → after", f"{rm['score_before']:.3f} → {rm['score_after']:.3f}")
         )
     ann = summary.get("annotator", {})
-    if ann:
+    if ann.get("expected_agreement") is not None:
         rows.append(
             (
                 "simulated annotator agreement with gold (observed / expected)",
                 f"{_fmt(ann.get('agreement'))} / {_fmt(ann.get('expected_agreement'))}",
             )
+        )
+    elif ann:
+        rows.append(
+            (f"{ann.get('teacher', 'annotator')} teacher's agreement with gold", _fmt(ann.get("agreement")))
         )
     return rows
 

@@ -94,6 +94,10 @@ def load_checkpoint_model(run: Path, step: int) -> torch.nn.Module:
             task_type="CAUSAL_LM",
         )
     weights = load_file(str(run / CHECKPOINT_DIR / f"step-{step}" / WEIGHTS_FILE))
+    if any(k.startswith("policy.") for k in weights):
+        # an online run checkpoints its ActorCritic: the policy's weights under `policy.`, the
+        # value model's (not needed to sample) under `value.`
+        weights = {k.removeprefix("policy."): v for k, v in weights.items() if k.startswith("policy.")}
     missing = set(weights) - {n for n, _ in model.named_parameters()}
     if missing:
         raise ValueError(

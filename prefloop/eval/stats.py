@@ -140,6 +140,8 @@ class OveroptimizationFit:
     d_peak: float
     kl_peak: float
     gold_peak: float
+    peak_in_range: bool = False
+    """Whether the fitted peak lies within the fitted points' d (a peak beyond them is an extrapolation)."""
 
     def predict(self, d: float | np.ndarray) -> float | np.ndarray:
         d = np.asarray(d, dtype=float)
@@ -153,7 +155,8 @@ def fit_overoptimization(d: Sequence[float], gold: Sequence[float], form: str) -
     """Least-squares (α, β) of `form` "bon" (R = d(α − βd)) or "rl" (R = d(α − β log d)).
 
     `gold` is the gold score relative to the start policy's (R(0) = 0). The peak is at
-    d* = α/(2β) (bon) or exp(α/β − 1) (rl) when β > 0, else at the largest d given.
+    d* = α/(2β) (bon) or exp(α/β − 1) (rl) when β > 0, else at the largest d given;
+    `peak_in_range` says whether the points reach it.
     """
     dd = np.asarray(d, dtype=float)
     r = np.asarray(gold, dtype=float)
@@ -177,7 +180,13 @@ def fit_overoptimization(d: Sequence[float], gold: Sequence[float], form: str) -
     shape = d_peak if form == "bon" else math.log(d_peak) if d_peak > 0 else 0.0
     gold_peak = d_peak * (alpha - beta * shape)
     return OveroptimizationFit(
-        form, float(alpha), float(beta), float(d_peak), float(d_peak**2), float(gold_peak)
+        form,
+        float(alpha),
+        float(beta),
+        float(d_peak),
+        float(d_peak**2),
+        float(gold_peak),
+        bool(beta > 0 and d_peak <= dd.max()),
     )
 
 

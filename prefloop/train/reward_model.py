@@ -216,6 +216,11 @@ def train(cfg: RewardConfig, records=None) -> Path:
     pad_id = tokenizer.pad_token_id
     items = tokenize(train_records, tokenizer, cfg)
     eval_items = tokenize(eval_records, tokenizer, cfg)
+    if not any(batch_loss_weight([item], cfg.ranking_kind) for item in items):
+        raise TrainError(
+            f"{cfg.data or 'the given records'}: no training record orders two of its responses "
+            f"(every ranking is a tie): a {cfg.ranking_kind} reward model has nothing to learn from"
+        )
 
     run = start_run(cfg, out, model, "reward", num_records=len(items))
     model.train()

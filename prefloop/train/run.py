@@ -185,7 +185,7 @@ class Run:
         self.scheduler.step()
         done = step + 1
         logged: dict[str, float] = {
-            "loss": metrics.pop("loss"),
+            "loss": metrics.pop("loss", 0.0),  # absent when no micro-batch had an example to weigh
             "step_time_s": time.perf_counter() - started,
             "tokens": int(total_tokens),
             "learning_rate": float(lr),

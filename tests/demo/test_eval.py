@@ -143,8 +143,8 @@ def test_sequence_logprobs_rejects_mismatched_or_empty_input(tiny):
         sequence_logprobs(model, [[1]], [[]])
 
 
-def test_report_files(tmp_path):
-    summary = {
+def _summary() -> dict:
+    return {
         "task": "positive_replies",
         "num_train_prompts": 4,
         "num_eval_prompts": 2,
@@ -162,6 +162,10 @@ def test_report_files(tmp_path):
         "timings_s": {"load": 1.0, "dpo": 2.0},
         "config": {"model": "tiny", "k": 4},
     }
+
+
+def test_report_files(tmp_path):
+    summary = _summary()
     samples = [
         {
             "prompt": "Hi | there",
@@ -181,3 +185,9 @@ def test_report_files(tmp_path):
     assert "| gold score after DPO | 0.400 ± 0.040 |" in md
     assert "meh ⏎ ok" in md and "Hi \\| there" in md  # newlines and pipes do not break the table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_an_ai_teacher_shows_its_agreement_without_an_expected_one(tmp_path):
+    summary = {**_summary(), "annotator": {"teacher": "ai", "agreement": 0.489, "expected_agreement": None}}
+    md = write_report(tmp_path, summary, [], [0.0], [0.1], [], [])["md"].read_text()
+    assert "| ai teacher's agreement with gold | 0.489 |" in md and "0.489 / None" not in md

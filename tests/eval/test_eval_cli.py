@@ -210,6 +210,38 @@ def test_overoptimization_best_of_n_curve_and_fit(tmp_path):
     assert (tmp_path / "overoptimization.png").stat().st_size > 0
 
 
+def test_overoptimization_places_a_runs_checkpoints_with_measured_kl(yes_policy, tmp_path):
+    main(
+        [
+            "eval",
+            "overoptimization",
+            "--policy",
+            "tiny",
+            "--proxy",
+            JUDGE,
+            "--judge",
+            JUDGE,
+            "--max-n",
+            "2",
+            "--runs",
+            str(yes_policy),
+            "--num-samples",
+            "2",
+            "--output-dir",
+            str(tmp_path),
+            *FAST,
+        ]
+    )
+    result = json.loads((tmp_path / "overoptimization.json").read_text())
+    rl = {r["label"]: r for r in result["rl"]}
+    assert set(rl) == {"run@6", "run"}
+    for r in rl.values():  # judge and proxy are the same toy reward here
+        assert r["gold"] == pytest.approx(r["proxy"]) and r["d"] == pytest.approx(math.sqrt(r["kl"]))
+    assert rl["run"]["kl"] > 0.1 and rl["run"]["gold"] > result["best_of_n"][0]["gold"]
+    assert set(result["fit_rl"]["gold"]) >= {"alpha", "beta", "d_peak", "gold_peak", "peak_in_range"}
+    assert set(result["gold_peak"]) == {"best-of-n", "rl"} and all(result["gold_peak"].values())
+
+
 def test_winrate_with_an_ai_judge_asks_both_orders(tmp_path):
     main(
         [

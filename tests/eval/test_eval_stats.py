@@ -79,13 +79,19 @@ def test_overoptimization_fits_recover_the_generating_forms():
     fit = fit_overoptimization(d, d * (1.0 - 0.25 * d), "bon")
     assert (fit.alpha, fit.beta) == (pytest.approx(1.0), pytest.approx(0.25))
     assert fit.d_peak == pytest.approx(2.0) and fit.kl_peak == pytest.approx(4.0)
-    assert fit.gold_peak == pytest.approx(1.0)
+    assert fit.gold_peak == pytest.approx(1.0) and fit.peak_in_range
+    # the same curve seen only up to d = 1 (before its peak at 2): the peak is an extrapolation
+    assert not fit_overoptimization(d[:3], (d * (1.0 - 0.25 * d))[:3], "bon").peak_in_range
+    # still rising faster than linearly (β < 0): no peak at all; reported at the largest d
+    rising = fit_overoptimization(d, d * (1.0 + 0.1 * d), "bon")
+    assert rising.beta == pytest.approx(-0.1) and rising.d_peak == 3.0 and not rising.peak_in_range
     # RL with α = 1, β = 0.5: R = d(1 − 0.5 log d); d* = exp(1/0.5 − 1) = e, R(e) = e(1 − 0.5) = e/2.
     with np.errstate(divide="ignore", invalid="ignore"):
         gold = np.where(d > 0, d * (1.0 - 0.5 * np.log(np.where(d > 0, d, 1))), 0.0)
     fit = fit_overoptimization(d, gold, "rl")
     assert (fit.alpha, fit.beta) == (pytest.approx(1.0), pytest.approx(0.5))
     assert fit.d_peak == pytest.approx(math.e) and fit.gold_peak == pytest.approx(math.e / 2)
+    assert fit.peak_in_range  # e < 3
     assert float(fit.predict(0.0)) == 0.0
     with pytest.raises(ValueError, match="form"):
         fit_overoptimization(d, gold, "linear")

@@ -368,3 +368,17 @@ def test_reward_hacking_warning_names_the_step(tmp_path, capsys):
     assert [r["watch/hacking"] for r in rows] == [0.0, 0.0, 1.0, 0.0]  # said once, when the window filled
     err = capsys.readouterr().err
     assert "possible reward hacking at step 3" in err and err.count("possible reward hacking") == 1
+
+
+def test_an_online_checkpoint_loads_as_its_policy_for_evaluation(tmp_path, tiny_weights):
+    # the checkpoint holds policy.* and value.* (PPO's critic); eval rebuilds the policy alone
+    from prefloop.eval.sampling import load_checkpoint_model
+
+    out = run("ppo", tmp_path / "ppo", "--max-steps", "2", "--save-steps", "1")
+    saved = load_file(str(out / "checkpoints" / "step-1" / "trainable.safetensors"))
+    assert any(k.startswith("value.") for k in saved)
+    policy = load_checkpoint_model(out, 1).state_dict()
+    for name, tensor in saved.items():
+        if name.startswith("policy."):
+            assert torch.equal(policy[name.removeprefix("policy.")], tensor), name
+    assert any(not torch.equal(policy[k], v) for k, v in tiny_weights.items() if k in policy)

@@ -146,7 +146,11 @@ def test_sl_stage_on_tiny(tmp_path):
         p.name for p in load_constitution(EXAMPLE).principles
     }
     assert _changed(Path(report["model"]))
-    assert 0 <= report["eval"]["judge_win_rate_after_vs_before"] <= 1
+    ev = report["eval"]
+    assert 0 <= ev["judge_win_rate_after_vs_before"] <= 1
+    # 1 held-out prompt x eval_samples (4) replies per model, paired; the report shows the first pair
+    assert ev["num_samples"] == 4 and len(ev["samples"]) == 1
+    assert ev["gold_change"][0] == pytest.approx(ev["gold_after"][0] - ev["gold_before"][0])
     assert (tmp_path / "sl" / "report.md").read_text().startswith("# Constitutional AI, supervised stage")
     shutil.rmtree(tmp_path / "sl" / "sft", ignore_errors=True)
 

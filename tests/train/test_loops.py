@@ -481,3 +481,30 @@ def test_a_new_pairwise_loss_is_one_registry_line(monkeypatch):
     assert seen == {"beta": 0.5, "label_smoothing": 0.2}
     assert metrics["logratio/chosen"] == pytest.approx(0.5)  # chosen log-ratio mean: (1 + 0) / 2
     assert "kl" not in metrics
+
+
+def test_reward_data_with_only_ties_is_a_one_line_error(tmp_path, capsys):
+    data = tmp_path / "tied.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"p{i}", "responses": ["a", "b", "c"], "ranks": [1, 1, 1]}) + "\n"
+            for i in range(6)
+        )
+    )
+    with pytest.raises(SystemExit) as exc:
+        run("reward", tmp_path / "out", "--data", str(data))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "tied.jsonl" in err and "tie" in err and "Traceback" not in err
+
+
+def test_reward_step_of_tied_rankings_only_logs_zero_loss(tmp_path):
+    # one ordered ranking and three all-tied ones, one per step: the tied steps have no pair to
+    # weigh (no gradient) and log loss 0 instead of failing
+    data = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": "p0", "responses": ["a", "b"], "ranks": [1, 2]}]
+    rows += [{"prompt": f"p{i}", "responses": ["a", "b"], "ranks": [1, 1]} for i in range(1, 4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run("reward", tmp_path / "out", "--data", str(data), "--batch-size", "1", "--eval-fraction", "0")
+    losses = [r["loss"] for r in train_rows(out)]
+    assert len(losses) == 4 and losses.count(0.0) == 3 and min(losses) == 0.0 < max(losses)
