@@ -13,6 +13,8 @@ runs alone or as one rank of many:
 - `reduce_metrics(parts)`: count-weighted means over every rank's micro-batches.
 - `is_main`, `barrier`, `gather_object`: rank 0 writes logs and checkpoints; the others wait.
 - `full_model(model)`: the whole trained model on rank 0 (gathered from the shards where sharded).
+- `trainable_state`, `optimizer_state`, `save_engine_state`, `checkpoint_meta`, `check_resume`:
+  checkpoints (below).
 
 The second half of the module is the remote side: calls into other processes with deadlines
 and named errors (`with_deadline`, `push_weights_http`, `ray_get`, `WeightSyncError`), and Ray
@@ -38,6 +40,17 @@ the world size W). A rank's micro-batch m with count n_m (records or tokens) get
 weight n_m · W / N, N = Σ over every rank's micro-batches of the step (all-reduced), so the
 averaged gradient is Σ_m n_m · ∇mean_m / N: the gradient of the full-batch mean, whatever the
 split into ranks and micro-batches (`loss_scales`).
+
+Checkpoints: under 1 process, DDP and FSDP2 a checkpoint is gathered: rank 0 writes the whole
+trainable weights and a torch optimizer `state_dict()` whose moments are whole tensors (under
+FSDP2 each is all-gathered from its shards, one at a time). On resume every rank loads it into
+the plain model and optimizer before `prepare`, and `prepare` cuts the moments into the same
+shards FSDP2 cuts the weights into; so these checkpoints resume on any of the three engines and
+any number of processes. The price: rank 0 holds the weights and both AdamW moments in CPU memory
+while it writes. DeepSpeed ZeRO keeps its fp32 master weights and moments in flat per-rank
+partitions: its checkpoints add the engine's own files (`engine.save_checkpoint`, one optimizer
+partition per rank) next to the gathered weights, and resume only under DeepSpeed with the same
+ZeRO stage and number of processes (`check_resume` says so before anything is trained).
 """
 
 from __future__ import annotations
@@ -47,11 +60,14 @@ import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 ENGINES = ("single", "ddp", "fsdp", "deepspeed")
+DEEPSPEED_DIR = "deepspeed"
+"""Sub-directory of a checkpoint with DeepSpeed's own files (its tag in `engine.save_checkpoint`)."""
 
 
 def launched() -> bool:
@@ -97,6 +113,10 @@ class Dist:
     accelerator: Any = field(default=None, repr=False)
     grad_accum: int = 1
     _skeleton: Any = field(default=None, repr=False)
+    _group_flags: Any = field(default=None, repr=False)
+    """The optimizer groups' fused/foreach flags before a sharded engine changed them (for checkpoints)."""
+    _sum_in_step: bool = False
+    """Gradients are summed over ranks in `step` (`prepare(..., sum_in_step=True)`), not by a wrapper."""
 
     @property
     def is_main(self) -> bool:
@@ -124,6 +144,18 @@ class Dist:
         out: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(out, obj)
         return out
+
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of `t` over all ranks (a new tensor on `t`'s device; `t` itself alone)."""
+        if self.world_size == 1:
+            return t
+        out = t.detach().to(self._comm_device(), copy=True)
+        torch.distributed.all_reduce(out)
+        return out.to(t.device)
+
+    def share(self, n: int) -> tuple[int, int]:
+        """[lo, hi): this rank's contiguous share of `n` items (near-equal shares in rank order)."""
+        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -165,23 +197,56 @@ class Dist:
 
     # ------------------------------------------------------------------ model and steps
 
-    def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_grad_norm: float = 0.0):
+    def prepare(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        max_grad_norm: float = 0.0,
+        resume: Path | None = None,
+        sum_in_step: bool = False,
+    ):
         """(module for the training forward, optimizer) under this engine.
 
         Call after the weights (and a resumed checkpoint) are loaded: DDP broadcasts rank 0's
         weights, FSDP2 and DeepSpeed shard what they are given. Under FSDP2 the optimizer keeps
         its parameter groups (and so its learning-rate scheduler), rebound to the sharded
-        parameters; under DeepSpeed the engine's optimizer wraps it.
+        parameters, with any loaded state cut into the same shards; under DeepSpeed the engine's
+        optimizer wraps it and, when `resume` is a checkpoint, loads the engine's own files.
+
+        `sum_in_step`: for a loop whose forwards do not go through one module call (the online
+        loop: policy, value model, reference and PPO-ptx forwards on each micro-batch) and whose
+        loss weights already sum to the step's loss over all ranks. Nothing wraps the model;
+        rank 0's weights are broadcast and `step` sums the accumulated gradients over ranks
+        first (one collective per optimizer step, as DDP's last backward). DDP engine only.
         """
         if self.engine == "single":
+            return model, optimizer
+        if sum_in_step:
+            if self.engine != "ddp":
+                raise DistError(
+                    f"this loop runs on one process or under DDP, not under {self.engine}: "
+                    "launch it with examples/accelerate/ddp.yaml"
+                )
+            self._sum_in_step = True
+            with torch.no_grad():
+                for tensor in [*model.parameters(), *model.buffers()]:
+                    torch.distributed.broadcast(tensor, 0)
             return model, optimizer
         if self.engine == "ddp":
             return self.accelerator.prepare_model(model), optimizer
         if self.is_main:  # an empty copy to hold the gathered weights for final/ (see full_model)
             self._skeleton = copy.deepcopy(model).to("meta")
+        self._group_flags = [
+            {k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups
+        ]
         if self.engine == "fsdp":
             return _fully_shard(model, optimizer, self.device, self.world_size), optimizer
-        return _deepspeed(model, optimizer, self.grad_accum, max_grad_norm)
+        engine, ds_optimizer = _deepspeed(model, optimizer, self.grad_accum, max_grad_norm)
+        if resume is not None:
+            engine.load_checkpoint(
+                str(resume), tag=DEEPSPEED_DIR, load_optimizer_states=True, load_lr_scheduler_states=False
+            )
+        return engine, ds_optimizer
 
     def backward(self, loss: torch.Tensor, model: Any, last: bool) -> None:
         """Backward of one micro-batch; gradients are synced across ranks only after the last one."""
@@ -207,6 +272,8 @@ class Dist:
             model.step()  # clips to the config's gradient_clipping (= max_grad_norm) inside
             norm = model.get_global_grad_norm()
             return None if norm is None else float(norm)
+        if self._sum_in_step:
+            _sum_gradients([p for p in model.parameters() if p.requires_grad])
         norm = None
         if max_grad_norm > 0:
             params = [p for p in model.parameters() if p.requires_grad]
@@ -244,11 +311,121 @@ class Dist:
         return full
 
     def unwrap(self, model: Any) -> Any:
+        if self._sum_in_step:
+            return model
         if self.engine == "ddp":
             return model.module
         if self.engine == "deepspeed":
             return model.module
         return model
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What writes a checkpoint (saved with it; `check_resume` compares it on resume)."""
+        meta: dict[str, Any] = {"engine": self.engine, "world_size": self.world_size}
+        if self.engine == "deepspeed":
+            meta["zero_stage"] = _zero_stage()
+        return meta
+
+    def check_resume(self, meta: dict[str, Any], path: Path) -> None:
+        """Raise `DistError` when the checkpoint at `path` (written as `meta` says) cannot resume here."""
+        written = {"engine": "single", "world_size": 1, **meta}
+        if "deepspeed" not in (written["engine"], self.engine):
+            return  # gathered checkpoints: any engine, any number of processes
+        if written == self.checkpoint_meta():
+            return
+
+        def describe(m: dict[str, Any]) -> str:
+            if m["engine"] == "deepspeed":
+                return f"DeepSpeed ZeRO-{m.get('zero_stage')} on {m['world_size']} processes"
+            return f"{m['engine']} on {m['world_size']} process{'es' if m['world_size'] > 1 else ''}"
+
+        raise DistError(
+            f"{path}: written by {describe(written)}, resumed by {describe(self.checkpoint_meta())}: "
+            "DeepSpeed keeps its optimizer state in per-rank partitions, so its checkpoints resume only "
+            "under the same ZeRO stage and number of processes, and a DeepSpeed run resumes only from "
+            "those (checkpoints of 1 process, DDP and FSDP2 resume on each other at any size)"
+        )
+
+    def trainable_state(self, model: Any) -> dict[str, torch.Tensor] | None:
+        """The trainable weights by parameter name, whole and on the CPU, on rank 0 (None elsewhere).
+
+        A collective under FSDP2 and ZeRO-3 (each weight is gathered from its shards in turn).
+        """
+        module = self.unwrap(model)
+        zero3 = self.engine == "deepspeed" and _zero_stage() == 3
+        out: dict[str, torch.Tensor] = {}
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            if hasattr(p, "full_tensor"):  # an FSDP2 DTensor
+                whole = p.full_tensor()
+            elif zero3:
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([p]):
+                    whole = p.detach().clone()
+            elif not self.is_main:
+                continue
+            else:
+                whole = p
+            if self.is_main:
+                out[name] = whole.detach().cpu().contiguous()
+        return out if self.is_main else None
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """The optimizer's `state_dict()` with whole moments, on rank 0 (None elsewhere).
+
+        A collective under FSDP2 (the moments are all-gathered from their shards). None under
+        DeepSpeed, which writes its own partitions (`save_engine_state`).
+        """
+        if self.engine == "deepspeed":
+            return None
+        if self.engine != "fsdp":
+            return optimizer.state_dict() if self.is_main else None
+        sd = optimizer.state_dict()
+        state = {}
+        for index in sorted(sd["state"]):  # the same order on every rank: the gathers pair up
+            state[index] = {
+                k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().clone()
+                if torch.is_tensor(v)
+                else v
+                for k, v in sd["state"][index].items()
+            }
+        if not self.is_main:
+            return None
+        groups = [{**g, **flags} for g, flags in zip(sd["param_groups"], self._group_flags or [])]
+        return {"state": state, "param_groups": groups or sd["param_groups"]}
+
+    def save_engine_state(self, model: Any, directory: Path) -> None:
+        """DeepSpeed: every rank writes its optimizer partition into `directory`/deepspeed (a collective).
+
+        No-op for the other engines (their state is in `optimizer_state`).
+        """
+        if self.engine == "deepspeed":
+            model.save_checkpoint(str(directory), tag=DEEPSPEED_DIR, save_latest=False)
+
+
+def _sum_gradients(params: list[torch.nn.Parameter]) -> None:
+    """All-reduce (sum) the gradients of `params`, one flat buffer per dtype; a missing gradient counts 0."""
+    by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    for group in by_dtype.values():
+        flat = torch.cat([p.grad.reshape(-1) for p in group])  # type: ignore[union-attr]
+        device = flat.device
+        if torch.distributed.get_backend() != "nccl":
+            flat = flat.cpu()
+        torch.distributed.all_reduce(flat)
+        flat = flat.to(device)
+        offset = 0
+        for p in group:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+            offset += n
 
 
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
@@ -262,6 +439,7 @@ def _fully_shard(model: Any, optimizer: torch.optim.Optimizer, device: torch.dev
     from torch.distributed.fsdp import fully_shard
 
     groups = _param_names(model, optimizer)
+    before = dict(model.named_parameters())
     mesh = init_device_mesh(device.type, (world,))
     reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() == "true"
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -274,6 +452,7 @@ def _fully_shard(model: Any, optimizer: torch.optim.Optimizer, device: torch.dev
     params = dict(model.named_parameters())
     for group, names in zip(optimizer.param_groups, groups):
         group["params"] = [params[n] for n in names]  # same groups, now the sharded parameters
+    _shard_optimizer_state(optimizer, [(before[n], params[n]) for names in groups for n in names])
     for group in optimizer.param_groups:
         if group.get("fused"):
             group["fused"], group["foreach"] = False, True  # no fused kernel for sharded (DTensor) tensors
@@ -281,6 +460,32 @@ def _fully_shard(model: Any, optimizer: torch.optim.Optimizer, device: torch.dev
     # of prefloop.models.logps would skip the root's all-gather, so take the whole forward.
     model.prefloop_whole_forward = True
     return model
+
+
+def _shard_optimizer_state(optimizer: torch.optim.Optimizer, pairs: list[tuple[Any, Any]]) -> None:
+    """Move a resumed optimizer's state from each whole parameter to its FSDP2 shard (same placements).
+
+    Every rank holds the whole moments (it loaded the checkpoint) and keeps its own slice: no
+    communication. Scalars (AdamW's step) stay as they are.
+    """
+    from torch.distributed.tensor import distribute_tensor
+
+    for whole, shard in pairs:
+        if whole not in optimizer.state:
+            continue
+        state = optimizer.state.pop(whole)
+        optimizer.state[shard] = {
+            k: distribute_tensor(
+                v.to(shard.device_mesh.device_type), shard.device_mesh, shard.placements, src_data_rank=None
+            )
+            if torch.is_tensor(v) and v.shape == whole.shape and v.dim() > 0
+            else v
+            for k, v in state.items()
+        }
+
+
+def _zero_stage() -> int:
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
 
 
 def _deepspeed(
@@ -294,7 +499,7 @@ def _deepspeed(
             "the accelerate config asks for DeepSpeed, which is not installed: pip install deepspeed"
         ) from exc
 
-    stage = int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
+    stage = _zero_stage()
     zero: dict[str, Any] = {"stage": stage}
     for key, env in (
         ("offload_optimizer", "OFFLOAD_OPTIMIZER_DEVICE"),

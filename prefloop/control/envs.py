@@ -7,12 +7,13 @@ in ``info["final_obs"]``). Bad ids and missing simulators fail with one line tha
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from prefloop.train.config import TrainError
 
-__all__ = ["ControlError", "EnvInfo", "env_info", "make_envs"]
+__all__ = ["ControlError", "EnvInfo", "env_info", "make_envs", "render_frames"]
 
 
 class ControlError(TrainError):
@@ -57,11 +58,11 @@ def _check_id(env_id: str) -> Any:
     return spec
 
 
-def _make_one(env_id: str) -> Any:
+def _make_one(env_id: str, **kwargs: Any) -> Any:
     import gymnasium as gym
 
     try:
-        return gym.make(env_id)
+        return gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as exc:
         raise ControlError(f"--env {env_id}: {' '.join(str(exc).split())}") from None
 
@@ -93,17 +94,37 @@ def env_info(env_id: str) -> EnvInfo:
     raise ControlError(f"--env {env_id}: action space {act_space} is not supported (Discrete or a flat Box)")
 
 
-def make_envs(env_id: str, num_envs: int, seed: int) -> tuple[Any, Any]:
+def make_envs(env_id: str, num_envs: int, seed: int, render: bool = False) -> tuple[Any, Any]:
     """(envs, first observations [num_envs, obs_dim]): `num_envs` copies in a SyncVectorEnv with
-    same-step autoreset, reset with seeds seed, seed+1, …"""
+    same-step autoreset, reset with seeds seed, seed+1, … With ``render``, the envs draw
+    ``rgb_array`` frames (`render_frames`); a missing renderer (pygame) fails here in one line."""
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
+    if render:  # pygame draws off-screen; without this SDL looks for a display and complains
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     _check_id(env_id)
-    _make_one(env_id).close()  # a missing dependency fails here with its message
+    _make_one(env_id, **kwargs).close()  # a missing dependency fails here with its message
     envs = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+        [lambda: gym.make(env_id, **kwargs) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
     )
     obs, _ = envs.reset(seed=seed)
     envs.action_space.seed(seed)
+    if render:
+        render_frames(envs, env_id)
     return envs, obs
+
+
+def render_frames(envs: Any, env_id: str) -> list[Any]:
+    """Each env's current frame (RGB [H, W, 3]) of the observation it will act on next."""
+    import gymnasium as gym
+
+    try:
+        frames = list(envs.render())
+    except gym.error.DependencyNotInstalled as exc:
+        envs.close()
+        raise ControlError(f"--env {env_id} cannot draw clips: {' '.join(str(exc).split())}") from None
+    if any(f is None for f in frames):
+        raise ControlError(f"--env {env_id} draws no rgb_array frames: clips for people need them")
+    return frames

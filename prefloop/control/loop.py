@@ -8,7 +8,9 @@ Preferences"; Lee, Smith, Dragan & Abbeel 2021, "B-Pref" (the simulated teachers
 1. the agent acts for ``rollout_steps`` in ``num_envs`` environments; the steps enter the segment buffer;
 2. labels due by the schedule (`segments.labels_due`) are asked: pairs of ``segment_length``-step
    segments, chosen uniformly or by the ensemble's disagreement (`teachers.selection`), compared by a
-   simulated teacher over the env's true reward; the reward ensemble is then retrained;
+   `SegmentTeacher`: a simulated teacher over the env's true reward, or people judging clips of the
+   segments in the feedback server (``--teacher human``, `human.py`; only then are frames drawn);
+   the reward ensemble is then retrained;
 3. the rollout's steps are rewarded by the ensemble's mean r̂(o, a), normalised by running mean/std
    (reset when the predictor is retrained); ``--reward true`` uses the env's reward instead;
 4. GAE (`prefloop.losses.rl.gae`) and PPO epochs (`ppo_policy_loss`, `value_loss`).
@@ -27,6 +29,7 @@ Deviations and choices where the paper is silent: see docs/algorithms/control.md
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -38,7 +41,8 @@ import numpy as np
 import torch
 
 from prefloop.control.agent import ActorCritic, ppo_update, save_agent
-from prefloop.control.envs import ControlError, EnvInfo, env_info, make_envs
+from prefloop.control.clips import encode_frame
+from prefloop.control.envs import ControlError, EnvInfo, env_info, make_envs, render_frames
 from prefloop.control.reward_model import RewardEnsemble, agreement, save_reward_model
 from prefloop.control.segments import (
     RUNNING,
@@ -46,7 +50,9 @@ from prefloop.control.segments import (
     TRUNCATED,
     SegmentBatch,
     SegmentBuffer,
-    label_preferences,
+    SegmentTeacher,
+    SimulatedSegmentTeacher,
+    label_of,
     labels_due,
     segment_teacher,
 )
@@ -74,8 +80,9 @@ class ControlConfig:
     """Label budget: comparisons asked of the teacher over the whole run (skipped answers count)."""
     total_steps: int = 50_000
     """Environment steps (rounded up to whole iterations of num_envs × rollout_steps)."""
-    teacher: Literal["oracle", "stoc", "mistake", "skip", "equal", "myopic"] = "oracle"
-    """B-Pref simulated teacher over the true reward (see docs/algorithms/control.md for each)."""
+    teacher: Literal["oracle", "stoc", "mistake", "skip", "equal", "myopic", "human"] = "oracle"
+    """B-Pref simulated teacher over the true reward (see docs/algorithms/control.md for each), or
+    'human': people judge GIF clips of the segment pairs in the feedback server (--feedback-url)."""
     teacher_beta: float = 1.0
     """Rationality β of the 'stoc' teacher, in true-reward units of a segment's return."""
     segment_length: int = 25
@@ -146,6 +153,24 @@ class ControlConfig:
     """Also log to TensorBoard."""
     seed: int = 0
     """Seeds the envs, the agent, the teacher, the segment draws and the bootstrap resamples."""
+    feedback_url: str = "http://127.0.0.1:8000"
+    """--teacher human: root URL of the feedback server (`prefloop serve`)."""
+    feedback_token_file: str | None = None
+    """--teacher human: file holding an admin token of the server (else $PREFLOOP_FEEDBACK_TOKEN)."""
+    campaign: int | None = None
+    """--teacher human: campaign to add the clip pairs to (pairwise); default: the one this output
+    dir used before, else a new one."""
+    annotators: list[str] = dataclasses.field(default_factory=list)
+    """--teacher human: annotators to add to the campaign (new names get accounts; tokens printed once)."""
+    clip_width: int = 160
+    """--teacher human: width in pixels of the clips' frames (height keeps the env's aspect)."""
+    clip_fps: float = 10.0
+    """--teacher human: frames per second of the clips (a 25-step segment plays 2.5 s at 10)."""
+    human_wait_s: float = 0.0
+    """--teacher human: stop (keeping every label received; rerun to resume) after waiting this long
+    for one round of answers; 0 = wait as long as it takes."""
+    poll_s: float = 2.0
+    """--teacher human: seconds between polls of the server for answers."""
 
 
 def check_config(cfg: ControlConfig) -> None:
@@ -178,6 +203,11 @@ def check_config(cfg: ControlConfig) -> None:
         raise ControlError(f"--initial-label-share must be in [0, 1], got {cfg.initial_label_share}")
     if not 0 < cfg.gamma < 1:
         raise ControlError(f"--gamma must be in (0, 1), got {cfg.gamma}")
+    if cfg.teacher == "human" and cfg.reward == "preference":
+        if cfg.clip_width < 16:
+            raise ControlError(f"--clip-width must be >= 16 pixels, got {cfg.clip_width}")
+        if not cfg.clip_fps > 0 or cfg.poll_s <= 0 or cfg.human_wait_s < 0:
+            raise ControlError("--clip-fps and --poll-s must be > 0, --human-wait-s >= 0")
 
 
 # --------------------------------------------------------------------------- pieces of the loop
@@ -227,7 +257,8 @@ def advantages(
 
 
 class PreferenceData:
-    """The labelled comparisons so far (segments copied out of the buffer, so they outlive it)."""
+    """The labelled comparisons so far (segments copied out of the buffer, so they outlive it;
+    their frames are not kept)."""
 
     def __init__(self) -> None:
         self.a: list[SegmentBatch] = []
@@ -237,8 +268,8 @@ class PreferenceData:
     def add(self, a: SegmentBatch, b: SegmentBatch, labels: np.ndarray) -> None:
         keep = np.flatnonzero(~np.isnan(labels))
         if len(keep):
-            self.a.append(a.take(keep))
-            self.b.append(b.take(keep))
+            self.a.append(a.take(keep).without_frames())
+            self.b.append(b.take(keep).without_frames())
             self.labels.append(labels[keep])
 
     def __len__(self) -> int:
@@ -273,7 +304,7 @@ def ask(
     buffer: SegmentBuffer,
     ensemble: RewardEnsemble,
     trained: bool,
-    teacher: Any,
+    teacher: SegmentTeacher,
     data: PreferenceData,
     rng: np.random.Generator,
 ) -> int:
@@ -288,7 +319,7 @@ def ask(
         scores = np.stack([predicted_returns(ensemble, a), predicted_returns(ensemble, b)], axis=-1)
         chosen = select("disagreement", scores, n, rng)
         a, b = a.take(chosen), b.take(chosen)
-    _, labels = label_preferences(teacher, a, b)
+    labels = np.array([label_of(p) for p in teacher.compare_segments(a, b)])
     data.add(a, b, labels)
     return n
 
@@ -385,23 +416,44 @@ def train(cfg: ControlConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "config.yaml")
     preference = cfg.reward == "preference"
+    human = preference and cfg.teacher == "human"
+    data = PreferenceData()
+    teacher: SegmentTeacher | None = None
+    asked = 0
+    if human:  # before any env step: a bad server, token or campaign fails at once
+        from prefloop.control.human import connect
 
-    envs, obs = make_envs(cfg.env, cfg.num_envs, cfg.seed)
+        teacher = connect(
+            cfg.feedback_url,
+            cfg.feedback_token_file,
+            cfg.campaign,
+            cfg.annotators,
+            cfg.env,
+            out,
+            cfg.clip_fps,
+            cfg.human_wait_s,
+            cfg.poll_s,
+        )
+        for a, b, prefs in teacher.resume():  # labels people gave an earlier run of this output dir
+            data.add(a, b, np.array([label_of(p) for p in prefs]))
+            asked += len(a)
+        if asked:
+            print(f"[control] resumed: {asked} pairs asked before, {len(data)} labelled", flush=True)
+
+    envs, obs = make_envs(cfg.env, cfg.num_envs, cfg.seed, render=human)
     agent = ActorCritic(info, cfg.hidden)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
     ensemble = RewardEnsemble(info, cfg.ensemble_size, cfg.reward_hidden)
     reward_opts = [torch.optim.Adam(m.parameters(), lr=cfg.reward_lr) for m in ensemble.members]
     buffer = SegmentBuffer(cfg.num_envs, cfg.segment_buffer, cfg.heldout_fraction, cfg.seed)
-    data = PreferenceData()
     moments = RunningMoments()
-    teacher = None
     torch_gen = torch.Generator().manual_seed(cfg.seed)
     logger = MetricsLogger(out, tensorboard=cfg.tensorboard, params=vars(cfg))
 
     per_iter = cfg.num_envs * cfg.rollout_steps
     iterations = math.ceil(cfg.total_steps / per_iter)
     total = iterations * per_iter
-    env_steps, asked, trained = 0, 0, False
+    env_steps, trained = 0, False
     episode_return = np.zeros(cfg.num_envs)
     episode_length = np.zeros(cfg.num_envs, dtype=int)
     finished: list[float] = []
@@ -424,6 +476,10 @@ def train(cfg: ControlConfig) -> Path:
         episode_returns_now: list[float] = []
         episode_lengths_now: list[int] = []
         for t in range(T):
+            # frames of the observations acted on, drawn only for people (the simulated path renders nothing)
+            frames = (
+                [encode_frame(f, cfg.clip_width) for f in render_frames(envs, cfg.env)] if human else None
+            )
             obs_t = torch.as_tensor(obs, dtype=torch.float32)
             action, logp = agent.act(obs_t)
             with torch.no_grad():
@@ -444,7 +500,7 @@ def train(cfg: ControlConfig) -> Path:
                 episode_returns_now.append(float(episode_return[e]))
                 episode_lengths_now.append(int(episode_length[e]))
                 episode_return[e], episode_length[e] = 0.0, 0
-            buffer.add(obs, env_act_buf[t], reward, ends[t])
+            buffer.add(obs, env_act_buf[t], reward, ends[t], frames)
             obs = next_obs
         env_steps += per_iter
         finished.extend(episode_returns_now)
@@ -455,7 +511,9 @@ def train(cfg: ControlConfig) -> Path:
             if teacher is None:
                 first = buffer.sample(max(cfg.eval_pairs, 50), cfg.segment_length, heldout=False, rng=rng)
                 mean_return = float(first.rewards.sum(-1).mean()) if first is not None else 1.0
-                teacher = segment_teacher(cfg.teacher, mean_return, cfg.teacher_beta, cfg.seed + 1)
+                teacher = SimulatedSegmentTeacher(
+                    segment_teacher(cfg.teacher, mean_return, cfg.teacher_beta, cfg.seed + 1)
+                )
             last = it == iterations - 1
             point = total if last else 0 if it == 0 else env_steps  # one iteration only: the whole budget
             due = labels_due(point, total, cfg.labels, cfg.initial_label_share, cfg.label_decay)
@@ -464,22 +522,22 @@ def train(cfg: ControlConfig) -> Path:
             qb = cfg.query_batch
             n = cfg.labels - asked if last else min(cfg.labels - asked, math.ceil((due - asked) / qb) * qb)
             if n > 0:
+                asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
+            if len(data) and (n > 0 or not trained):  # new labels, or labels resumed from an earlier run
                 if not trained and cfg.reward_obs_norm:
                     ensemble.set_obs_scale(obs_buf)
-                asked += ask(n, cfg, buffer, ensemble, trained, teacher, data, rng)
-                if len(data):
-                    metrics.update(
-                        ensemble.fit(
-                            *data.tensors(),
-                            optimizers=reward_opts,
-                            epochs=cfg.reward_epochs,
-                            batch_size=cfg.reward_batch_size,
-                            random_answer=cfg.random_answer,
-                            rng=rng,
-                        )
+                metrics.update(
+                    ensemble.fit(
+                        *data.tensors(),
+                        optimizers=reward_opts,
+                        epochs=cfg.reward_epochs,
+                        batch_size=cfg.reward_batch_size,
+                        random_answer=cfg.random_answer,
+                        rng=rng,
                     )
-                    trained = True
-                    moments = RunningMoments()  # a new predictor: new normalisation
+                )
+                trained = True
+                moments = RunningMoments()  # a new predictor: new normalisation
             metrics["labels_used"] = asked
             metrics["labels_answered"] = len(data)
             if trained:
@@ -547,6 +605,7 @@ def train(cfg: ControlConfig) -> Path:
     summary = {
         "env": cfg.env,
         "reward": cfg.reward,
+        "teacher": teacher.name if teacher is not None else None,
         "env_steps": env_steps,
         "labels_used": asked if preference else 0,
         "labels_answered": len(data),

@@ -18,8 +18,15 @@ So every segment has exactly L steps, for any episode length and any buffer size
 Episodes are assigned at random (``heldout_fraction``) to a held-out set used only to measure the
 reward predictor's agreement with true-reward preferences; queries never use them.
 
-Teachers: the B-Pref SimTeachers of `prefloop.teachers.simulated` (one code path with the text
-teachers), given each segment's per-step true rewards through `SimulatedTeacher.segment_return`.
+Teachers: the loop asks a `SegmentTeacher` (`compare_segments(a, b)` -> one `Preference` per pair,
+the answer type of every prefloop teacher); `label_of` turns an answer into the predictor's label
+(a 1, b 0, tie ½, skip NaN = dropped). Two implementations: `SimulatedSegmentTeacher`, the B-Pref
+SimTeachers of `prefloop.teachers.simulated` (one code path with the text teachers) over each
+segment's per-step true rewards (`SimulatedTeacher.segment_return`), and people judging clips of
+the segments in the feedback server (`prefloop.control.human.ClipTeacher`).
+
+When frames are recorded (only for the human teacher: `SegmentBuffer.add(..., frames=...)`), each
+segment also carries its steps' frames (encoded images) and which steps are absorbing padding.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -40,6 +48,9 @@ __all__ = [
     "TRUNCATED",
     "SegmentBatch",
     "SegmentBuffer",
+    "SegmentTeacher",
+    "SimulatedSegmentTeacher",
+    "label_of",
     "label_preferences",
     "labels_due",
     "segment_teacher",
@@ -50,26 +61,41 @@ RUNNING, TERMINATED, TRUNCATED = 0, 1, 2
 
 @dataclass
 class SegmentBatch:
-    """K segments of L steps: obs [K, L, d], actions [K, L, a], true rewards [K, L], episode ids [K]."""
+    """K segments of L steps: obs [K, L, d], actions [K, L, a], true rewards [K, L], episode ids [K];
+    when the buffer recorded frames: frames[k][t] (encoded images) and absorbing [K, L] (True on
+    the repeats that pad a terminated episode)."""
 
     obs: np.ndarray
     actions: np.ndarray
     rewards: np.ndarray
     episodes: np.ndarray
+    frames: list[list[bytes]] | None = None
+    absorbing: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def take(self, idx: Sequence[int] | np.ndarray) -> SegmentBatch:
         i = np.asarray(idx, dtype=int)
-        return SegmentBatch(self.obs[i], self.actions[i], self.rewards[i], self.episodes[i])
+        return SegmentBatch(
+            self.obs[i],
+            self.actions[i],
+            self.rewards[i],
+            self.episodes[i],
+            None if self.frames is None else [self.frames[j] for j in i],
+            None if self.absorbing is None else self.absorbing[i],
+        )
+
+    def without_frames(self) -> SegmentBatch:
+        return SegmentBatch(self.obs, self.actions, self.rewards, self.episodes)
 
 
 class SegmentBuffer:
     """The recent steps of each environment (``capacity`` per env), with episode ids and ends.
 
     ``add`` takes one step of every env: obs [E, d] (the observation acted on), actions [E, a],
-    true rewards [E], ends [E] (RUNNING / TERMINATED / TRUNCATED after this step)."""
+    true rewards [E], ends [E] (RUNNING / TERMINATED / TRUNCATED after this step), and optionally
+    frames [E] (each env's image of the observation acted on, encoded: `prefloop.control.clips`)."""
 
     def __init__(self, num_envs: int, capacity: int, heldout_fraction: float, seed: int):
         if capacity < 1:
@@ -82,7 +108,7 @@ class SegmentBuffer:
         self.heldout: dict[int, bool] = {}
         self._next_episode = 0
         self.current = [self._new_episode() for _ in range(num_envs)]
-        self.streams: list[deque[tuple[np.ndarray, np.ndarray, float, int, int]]] = [
+        self.streams: list[deque[tuple[np.ndarray, np.ndarray, float, int, int, bytes | None]]] = [
             deque(maxlen=capacity) for _ in range(num_envs)
         ]
 
@@ -92,9 +118,17 @@ class SegmentBuffer:
         self.heldout[ep] = bool(self.rng.random() < self.heldout_fraction)
         return ep
 
-    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, ends: np.ndarray) -> None:
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        ends: np.ndarray,
+        frames: Sequence[bytes] | None = None,
+    ) -> None:
         for e, stream in enumerate(self.streams):
-            stream.append((obs[e], actions[e], float(rewards[e]), self.current[e], int(ends[e])))
+            frame = None if frames is None else frames[e]
+            stream.append((obs[e], actions[e], float(rewards[e]), self.current[e], int(ends[e]), frame))
             if ends[e] != RUNNING:
                 self.current[e] = self._new_episode()
 
@@ -138,7 +172,11 @@ class SegmentBuffer:
             if pad and end[last] == TERMINATED:
                 absorbing[k, len(span) :] = True
         rewards = np.where(absorbing, 0.0, rew[idx])
-        return SegmentBatch(obs[idx], act[idx], rewards, ep[idx[:, 0]])
+        frames = None
+        if all(step[5] is not None for stream in self.streams for step in stream):
+            flat_frames = [step[5] for stream in self.streams for step in stream]
+            frames = [[flat_frames[i] for i in row] for row in idx]
+        return SegmentBatch(obs[idx], act[idx], rewards, ep[idx[:, 0]], frames, absorbing)
 
 
 def segment_teacher(kind: str, mean_return: float, beta: float | None, seed: int) -> SimulatedTeacher:
@@ -155,19 +193,47 @@ def segment_teacher(kind: str, mean_return: float, beta: float | None, seed: int
     return teacher
 
 
+LABELS = {"a": 1.0, "b": 0.0, "tie": 0.5, "skip": math.nan}
+
+
+def label_of(pref: Preference) -> float:
+    """The predictor's label of an answer: 1 = a preferred, 0 = b, ½ = a tie ("equal"), NaN = no label
+    (a skip, a person's "can't tell"): the pair is dropped."""
+    return LABELS[pref.which]
+
+
+class SegmentTeacher(Protocol):
+    """Compares trajectory segments: one `Preference` on each pair (a_i, b_i)."""
+
+    name: str
+
+    def compare_segments(self, a: SegmentBatch, b: SegmentBatch) -> list[Preference]: ...
+
+
+class SimulatedSegmentTeacher:
+    """A B-Pref SimTeacher on segments (their per-step true rewards): a `SegmentTeacher`."""
+
+    def __init__(self, teacher: SimulatedTeacher) -> None:
+        self.teacher = teacher
+        self.name = teacher.name
+
+    def compare_segments(self, a: SegmentBatch, b: SegmentBatch) -> list[Preference]:
+        return label_preferences(self.teacher, a, b)[0]
+
+
 def label_preferences(
     teacher: SimulatedTeacher, a: SegmentBatch, b: SegmentBatch
 ) -> tuple[list[Preference], np.ndarray]:
     """The teacher's answers on pairs (a_i, b_i) and labels: 1 = a, 0 = b, ½ = tie, NaN = skipped."""
-    prefs, labels = [], []
+    prefs = []
     for ra, rb in zip(a.rewards, b.rewards):
         r_a, r_b = teacher.segment_return(ra), teacher.segment_return(rb)
-        pref = teacher.compare_returns(
-            r_a, r_b, {"annotator": teacher.name, "return_a": r_a, "return_b": r_b}, exact_tie=True
+        prefs.append(
+            teacher.compare_returns(
+                r_a, r_b, {"annotator": teacher.name, "return_a": r_a, "return_b": r_b}, exact_tie=True
+            )
         )
-        prefs.append(pref)
-        labels.append({"a": 1.0, "b": 0.0, "tie": 0.5, "skip": math.nan}[pref.which])
-    return prefs, np.array(labels)
+    return prefs, np.array([label_of(p) for p in prefs])
 
 
 def labels_due(env_steps: int, total_steps: int, budget: int, initial_share: float, decay: float) -> int:

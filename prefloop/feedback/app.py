@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 from prefloop.feedback import assignment as assign_mod
 from prefloop.feedback import auth, export
 from prefloop.feedback.auth import AdminUser, CurrentUser, Principal
+from prefloop.feedback.media import MediaError, check_media
 from prefloop.feedback.rendering import render_markdown
 from prefloop.feedback.schemas import (
     INT64_MAX,
@@ -72,6 +73,7 @@ from prefloop.feedback.store import (
     CampaignAnnotator,
     Item,
     Judgment,
+    Media,
     Store,
     User,
     campaign_judgments,
@@ -150,6 +152,8 @@ class Shown:
     text: dict[int, str]
     model: dict[int, str | None]
     real: dict[int, list[int]] = field(default_factory=dict)
+    media: dict[int, tuple[int, str]] = field(default_factory=dict)
+    """shown id -> (media id, content type) for responses that show a clip"""
 
     def display_of(self) -> dict[int, int]:
         return {r: d for d, reals in self.real.items() for r in reals}
@@ -166,9 +170,9 @@ class TaskIds:
         return int.from_bytes(hmac.new(self._key, msg, hashlib.sha256).digest()[:8], "big")
 
     def shown(self, task_id: int, item: ItemView, shuffle: bool) -> Shown:
-        groups: dict[str, list[SimpleNamespace]] = {}
-        for r in item.responses:  # position order; the first copy of a text stands for all
-            groups.setdefault(r.text, []).append(r)
+        groups: dict[tuple[str, int | None], list[SimpleNamespace]] = {}
+        for r in item.responses:  # position order; the first copy of a text (and clip) stands for all
+            groups.setdefault((r.text, r.media_id), []).append(r)
         out = Shown([], {}, {})
         for copies in groups.values():
             shown_id = 100_000_000 + self._mac(task_id, copies[0].id) % 900_000_000
@@ -177,6 +181,8 @@ class TaskIds:
             out.ids.append(shown_id)
             out.real[shown_id] = [r.id for r in copies]
             out.text[shown_id] = copies[0].text
+            if copies[0].media_id is not None:
+                out.media[shown_id] = (copies[0].media_id, copies[0].media_type)
             models = list(dict.fromkeys(r.model for r in copies if r.model))
             out.model[shown_id] = ", ".join(models) if models else None
         if shuffle:
@@ -261,6 +267,11 @@ def task_view(c: Any, a: Any, item: ItemView, ids: TaskIds) -> dict[str, Any]:
             "text": shown.text[d],
             "html": render_markdown(shown.text[d]),
             "model": None if c.anonymous else shown.model[d],
+            "media": (
+                {"url": f"/api/tasks/{a.id}/media/{d}", "type": shown.media[d][1]}
+                if d in shown.media
+                else None
+            ),
         }
         for d in shown.ids
     ]
@@ -362,11 +373,21 @@ def cached_item(store: Store, session: Session | Connection, item_id: int) -> It
 def load_item(session: Session | Connection, item_id: int) -> ItemView:
     prompt = session.execute(select(Item.prompt).where(Item.id == item_id)).scalar_one()
     rows = session.execute(
-        select(ResponseRow.id, ResponseRow.text, ResponseRow.model)
+        select(ResponseRow.id, ResponseRow.text, ResponseRow.model, ResponseRow.media_id, Media.content_type)
+        .outerjoin(Media, Media.id == ResponseRow.media_id)
         .where(ResponseRow.item_id == item_id)
         .order_by(ResponseRow.position)
     ).all()
-    return ItemView(item_id, prompt, [SimpleNamespace(id=r.id, text=r.text, model=r.model) for r in rows])
+    return ItemView(
+        item_id,
+        prompt,
+        [
+            SimpleNamespace(
+                id=r.id, text=r.text, model=r.model, media_id=r.media_id, media_type=r.content_type
+            )
+            for r in rows
+        ],
+    )
 
 
 def next_task(
@@ -452,8 +473,9 @@ def create_app(
 # The guard: authentication before the body, body size, security headers
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
 )
 DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 SECURITY_HEADERS = [
@@ -721,6 +743,63 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
             tasks = assign_mod.assign(s, c)
             return {"created": len(ids), "item_ids": ids, "tasks_created": tasks}
 
+    @app.post("/api/campaigns/{cid}/media", tags=["admin"])
+    async def upload_media(cid: Id, request: Request, admin: AdminUser) -> dict[str, Any]:
+        """Store an image or video clip (the request body is the file's bytes; its type is sniffed
+        from them: GIF, PNG, WebP, MP4 or WebM) -> `{media_id, content_type, size, sha256,
+        created}`. The same file again in this campaign answers its first id (`created: false`).
+        Items then show it as a response: `{"media_id": ..., "text": "optional caption"}`."""
+        data = await request.body()
+        try:
+            kind, digest = check_media(data)
+        except MediaError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return await anyio.to_thread.run_sync(lambda: store_media(store, cid, admin, data, kind, digest))
+
+    @app.get("/api/media/{media_id}", tags=["admin"], response_class=Response)
+    def get_media(media_id: Id, _admin: AdminUser) -> Response:
+        """A stored clip by id (admins; annotators read clips through their tasks)."""
+        with store.read() as s:
+            m = s.get(Media, media_id)
+            if m is None:
+                raise HTTPException(404, f"media {media_id} not found")
+            return media_response(m)
+
+    @app.get("/api/campaigns/{cid}/items/status", tags=["admin"])
+    def items_status(
+        cid: Id,
+        admin: AdminUser,
+        ids: str = Query(..., max_length=200_000, description="comma-separated item ids"),
+    ) -> dict[str, dict[str, int]]:
+        """Per item: its tasks by status and its live judgments,
+        `{item_id: {pending, done, skipped, judgments}}` (how a client waiting for answers knows
+        that nobody is left to answer an item: no pending task and no judgment)."""
+        try:
+            wanted = sorted({int(x) for x in ids.split(",") if x.strip()})
+        except ValueError:
+            raise HTTPException(422, f"ids: expected comma-separated item ids, got {ids[:100]!r}") from None
+        with store.read() as s:
+            get_campaign(s, cid, admin)
+            out = {
+                str(i): {"pending": 0, "done": 0, "skipped": 0, "judgments": 0}
+                for i in s.scalars(select(Item.id).where(Item.campaign_id == cid, Item.id.in_(wanted)))
+            }
+            if missing := [i for i in wanted if str(i) not in out]:
+                raise HTTPException(404, f"item(s) {missing[:20]} not found in campaign {cid}")
+            for item_id, status, n in s.execute(
+                select(Assignment.item_id, Assignment.status, func.count())
+                .where(Assignment.campaign_id == cid, Assignment.item_id.in_(wanted))
+                .group_by(Assignment.item_id, Assignment.status)
+            ):
+                out[str(item_id)][status] = int(n)
+            for item_id, n in s.execute(
+                select(Judgment.item_id, func.count())
+                .where(Judgment.campaign_id == cid, Judgment.item_id.in_(wanted), Judgment.undone.is_(False))
+                .group_by(Judgment.item_id)
+            ):
+                out[str(item_id)]["judgments"] = int(n)
+            return out
+
     # -- annotation --------------------------------------------------------------------------
     # The two hot endpoints return their JSON directly (FastAPI's response validation of a plain
     # dict cost ~10% of the server's CPU under load); response_model keeps the schema.
@@ -740,6 +819,18 @@ def _api_routes(app: FastAPI, store: Store, task_ids: TaskIds) -> None:
         with store.read() as s:
             a = own_task(s, task_id, user)
             return task_view(s.get(Campaign, a.campaign_id), a, cached_item(store, s, a.item_id), task_ids)
+
+    @app.get("/api/tasks/{task_id}/media/{response_id}", tags=["annotation"], response_class=Response)
+    def task_media(task_id: Id, response_id: Id, user: CurrentUser) -> Response:
+        """The clip a response of your task shows (`response_id`: the task's id for it)."""
+        with store.read() as s:
+            a = own_task(s, task_id, user)
+            shown = task_ids.shown(a.id, cached_item(store, s, a.item_id), shuffle=False)
+            if response_id not in shown.media:
+                raise HTTPException(404, f"response {response_id} of task {task_id} shows no media")
+            m = s.get(Media, shown.media[response_id][0])
+            assert m is not None  # a response's media exists (foreign key)
+            return media_response(m)
 
     @app.post("/api/tasks/{task_id}/submit", tags=["annotation"], response_model=dict[str, Any])
     def submit(task_id: Id, body: SubmitIn, user: CurrentUser) -> Response:
@@ -942,9 +1033,20 @@ def join_annotators(s: Session, c: Campaign, names: list[str]) -> dict[str, Any]
 
 
 def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[int]:
-    """Insert items with their responses (positions in the given order); returns the new item ids."""
+    """Insert items with their responses (positions in the given order); returns the new item ids.
+
+    A response's `media_id` must name a file of this campaign (422 otherwise, nothing written)."""
     ids = []
     now = utcnow()
+    wanted = {r["media_id"] for data in items for r in data["responses"] if r.get("media_id") is not None}
+    if wanted:
+        found = set(s.scalars(select(Media.id).where(Media.id.in_(wanted), Media.campaign_id == c.id)))
+        if missing := sorted(wanted - found):
+            raise HTTPException(
+                422,
+                f"media_id {missing} not found in campaign {c.id}: upload the files first "
+                f"(POST /api/campaigns/{c.id}/media)",
+            )
     for data in items:
         item = Item(
             campaign_id=c.id,
@@ -960,14 +1062,58 @@ def insert_items(s: Session, c: Campaign, items: list[dict[str, Any]]) -> list[i
                 ResponseRow(
                     item_id=item.id,
                     position=pos,
-                    text=r["text"],
+                    text=r.get("text", ""),
                     model=r.get("model"),
                     checkpoint=r.get("checkpoint"),
+                    media_id=r.get("media_id"),
                 )
             )
         ids.append(item.id)
     s.flush()
     return ids
+
+
+def store_media(
+    store: Store, cid: int, admin: Principal, data: bytes, kind: str, digest: str
+) -> dict[str, Any]:
+    """Insert a checked file into campaign `cid` (or find the same bytes stored before)."""
+    with store.write() as s:
+        get_campaign(s, cid, admin)
+        m = s.scalars(select(Media).where(Media.campaign_id == cid, Media.sha256 == digest)).first()
+        created = m is None
+        if m is None:
+            m = Media(campaign_id=cid, sha256=digest, content_type=kind, size=len(data), data=data)
+            m.created_at = utcnow()
+            s.add(m)
+            s.flush()
+        return {
+            "media_id": m.id,
+            "content_type": m.content_type,
+            "size": m.size,
+            "sha256": digest,
+            "created": created,
+        }
+
+
+MEDIA_EXT = {
+    "image/gif": "gif",
+    "image/png": "png",
+    "image/webp": "webp",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+}
+
+
+def media_response(m: Media) -> Response:
+    """A stored file with its sniffed type, shown inline (never as a download that runs)."""
+    return Response(
+        m.data,
+        media_type=m.content_type,
+        headers={
+            "Content-Disposition": f'inline; filename="clip-{m.id}.{MEDIA_EXT[m.content_type]}"',
+            "Cache-Control": "private, max-age=3600",
+        },
+    )
 
 
 def skip_task(s: Session, a: Assignment) -> None:

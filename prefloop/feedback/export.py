@@ -173,7 +173,7 @@ def raw_pairwise(j: dict[str, Any]) -> list[PreferencePair]:
     pw = payload.get("pairwise")
     if pw is not None:
         if pw["choice"] not in ("a", "b"):
-            return []  # tie / both_bad: no preference to learn from
+            return []  # tie / both_bad / cant_tell: no preference to learn from
         chosen, rejected = (pw["a"], pw["b"]) if pw["choice"] == "a" else (pw["b"], pw["a"])
         strength = pw.get("strength")
         return [

@@ -10,7 +10,7 @@ response in the item's `responses` list.
 What each number means (the full write-up is docs/feedback-quality.md):
 - pair outcomes: every judgment gives an outcome per unordered pair of responses — from its
   ranking (all pairs; same group = tie) and from its pairwise choice (which wins over the
-  ranking for that pair); "both_bad" counts as a tie.
+  ranking for that pair); "both_bad" counts as a tie; "cant_tell" gives no outcome.
 - krippendorff_alpha_ratings: interval alpha over units (item, response) of numeric ratings.
 - krippendorff_alpha_rankings: ordinal alpha over units (item, response) of mid-rank positions.
 - percent_agreement_pairs: share of annotator pairs agreeing on a pair outcome.
@@ -78,7 +78,7 @@ def judgment_ranking(judgment: Judgment) -> list[list[str]] | None:
     if payload.get("ranking"):
         return [[str(r) for r in group] for group in payload["ranking"]]
     pw = payload.get("pairwise")
-    if pw:
+    if pw and pw.get("choice") != "cant_tell":
         a, b, choice = str(pw["a"]), str(pw["b"]), pw.get("choice")
         if choice == "a":
             return [[a], [b]]
@@ -106,7 +106,7 @@ def pair_outcomes(judgment: Judgment) -> dict[PairKey, str]:
                 )
                 out[key] = _flip(raw, swapped)
     pw = payload.get("pairwise")
-    if pw:
+    if pw and pw.get("choice") != "cant_tell":  # judged, but no outcome
         key, swapped = _pair(pw["a"], pw["b"])
         raw = {"a": "first", "b": "second"}.get(pw.get("choice"), "tie")
         out[key] = _flip(raw, swapped)  # an explicit choice overrides the ranking's pair

@@ -67,6 +67,7 @@ def judgment_lines(payload: dict[str, Any], label: dict[int, str]) -> list[tuple
             "b": f"{b} better than {a}",
             "tie": f"{a} and {b} tie",
             "both_bad": f"{a} and {b} both bad",
+            "cant_tell": f"can't tell {a} from {b}",
         }[pw["choice"]]
         if pw.get("strength"):
             text += f" ({STRENGTH_WORDS.get(pw['strength'], pw['strength'])})"

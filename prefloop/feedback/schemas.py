@@ -27,7 +27,9 @@ from pydantic import (
 
 FeedbackType = Literal["pairwise", "ranking", "rating", "binary", "critique", "edit"]
 Strength = Literal["significantly_better", "better", "slightly_better", "negligibly_better"]
-Choice = Literal["a", "b", "tie", "both_bad"]
+Choice = Literal["a", "b", "tie", "both_bad", "cant_tell"]
+"""a / b better, a tie ("equal"), both bad (a tie), or "can't tell": judged, but no outcome
+(left out of agreement, leaderboards and exports; the control loop drops the pair)."""
 
 
 INT64_MAX = 2**63 - 1
@@ -182,9 +184,18 @@ class Message(_Strict):
 
 
 class ResponseIn(_Strict):
-    text: NonBlank = Field(max_length=1_000_000)
+    text: str = Field(default="", max_length=1_000_000)
+    """The response; with a `media_id`, an optional caption shown under the clip."""
     model: str | None = Field(default=None, max_length=500)
     checkpoint: str | None = Field(default=None, max_length=1000)
+    media_id: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    """A clip of this campaign (`POST /api/campaigns/{cid}/media`) shown as the response."""
+
+    @model_validator(mode="after")
+    def _text_or_media(self) -> ResponseIn:
+        if self.media_id is None and not self.text.strip():
+            raise ValueError("text: empty (or only whitespace); give a text or a media_id")
+        return self
 
 
 class ItemIn(_Strict):
@@ -260,7 +271,7 @@ class Pairwise(_Strict):
     def _check(self) -> Pairwise:
         if self.a == self.b:
             raise ValueError("pairwise: a and b must be two different responses")
-        if self.strength is not None and self.choice in ("tie", "both_bad"):
+        if self.strength is not None and self.choice not in ("a", "b"):
             raise ValueError(f"pairwise: strength is only given with choice 'a' or 'b', not {self.choice!r}")
         return self
 

@@ -7,7 +7,11 @@ Tables (one campaign = prompts x candidate responses shown to annotators):
     campaigns           feedback types, overlap k, anonymity, rating scale, instructions
     campaign_annotators which users annotate which campaign
     items               one prompt (str or chat messages) + optional gold answer
-    responses           candidate responses; model name and checkpoint kept for leaderboards
+    responses           candidate responses; model name and checkpoint kept for leaderboards; a
+                        response may show a media file (a clip) instead of / beside its text
+    media               images and video clips of a campaign (bytes, sniffed content type, sha256;
+                        one row per distinct file in a campaign), served only to annotators of
+                        tasks that show them
     assignments         item x annotator, status pending | done | skipped (a "task")
     judgments           one submission: JSON payload, idempotency key unique per annotator,
                         undone flag (undo keeps the row, so nothing is ever deleted), the
@@ -42,6 +46,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -67,6 +72,8 @@ FEEDBACK_TYPES = ("pairwise", "ranking", "rating", "binary", "critique", "edit")
 TASK_STATUSES = ("pending", "done", "skipped")
 REVIEW_STATES = ("accepted", "rejected")  # a judgment's review; NULL = not reviewed
 NOTE_KINDS = ("comment", "problem")
+# Media kinds a campaign may hold, sniffed from the file's first bytes (`feedback.media.sniff`).
+MEDIA_TYPES = ("image/gif", "image/png", "image/webp", "video/mp4", "video/webm")
 
 
 def utcnow() -> dt.datetime:
@@ -135,6 +142,25 @@ class Item(Base):
     responses: Mapped[list[Response]] = relationship(order_by="Response.position", back_populates="item")
 
 
+class Media(Base):
+    """An image or video clip uploaded to a campaign (`POST /api/campaigns/{cid}/media`).
+
+    `content_type` is what the server sniffed from the bytes (never what the client said), one of
+    `MEDIA_TYPES`; equal files in one campaign are stored once (unique sha256 per campaign)."""
+
+    __tablename__ = "media"
+    __table_args__ = (UniqueConstraint("campaign_id", "sha256", name="uq_media_campaign_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    content_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
 class Response(Base):
     __tablename__ = "responses"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -142,7 +168,10 @@ class Response(Base):
         ForeignKey("items.id", ondelete="CASCADE"), nullable=False, index=True
     )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
-    text: Mapped[str] = mapped_column(Text, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)  # "" for a clip without a caption
+    media_id: Mapped[int | None] = mapped_column(
+        ForeignKey("media.id", ondelete="CASCADE"), nullable=True, index=True
+    )  # a clip shown with (or instead of) the text
     model: Mapped[str | None] = mapped_column(String(500), nullable=True)
     checkpoint: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     item: Mapped[Item] = relationship(back_populates="responses")
@@ -378,7 +407,13 @@ def _null_pool() -> Any:
 
 
 def response_dicts(item: Item) -> list[dict[str, Any]]:
-    return [{"id": r.id, "model": r.model, "text": r.text} for r in item.responses]
+    out = []
+    for r in item.responses:
+        d: dict[str, Any] = {"id": r.id, "model": r.model, "text": r.text}
+        if r.media_id is not None:
+            d["media_id"] = r.media_id
+        out.append(d)
+    return out
 
 
 def campaign_judgments(session: Session, cid: int, include_rejected: bool = False) -> list[dict[str, Any]]:

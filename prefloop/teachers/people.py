@@ -4,7 +4,7 @@ The third implementation of the protocol, through the server's public REST API o
 token): `compare(prompt, a, b)` adds the pair as an item of campaign `campaign`
 (POST /api/campaigns/{cid}/items), then polls the campaign's judgments
 (GET /api/campaigns/{cid}/judgments) until a person has judged that item (pairwise choice or
-ranking), and returns it as a `Preference`: "a" / "b" / "tie" ("both_bad" is a tie), no
+ranking), and returns it as a `Preference`: "a" / "b" / "tie" ("both_bad" is a tie, "cant_tell" a skip), no
 probability (a person gives a verdict), strength from the chosen level
 (significantly_better 1.0, better 0.75, slightly_better 0.5, negligibly_better 0.25). A
 person who skips the task, or no answer within `wait_s`, is a "skip". `rank` does the same with
@@ -91,21 +91,7 @@ class PeopleTeacher:
         j, ids = self._ask(prompt, [a, b])
         if j is None:
             return Preference("skip", meta={"annotator": self.name})
-        meta = {"annotator": j["annotator"], "judgment_id": j["judgment_id"]}
-        pw = j["payload"].get("pairwise")
-        if pw is not None:
-            if pw["choice"] in ("tie", "both_bad"):
-                return Preference("tie", None, None, meta)
-            winner = pw["a"] if pw["choice"] == "a" else pw["b"]
-            return Preference(
-                "a" if winner == ids[0] else "b", None, STRENGTH_VALUE.get(pw.get("strength")), meta
-            )
-        ranking = j["payload"].get("ranking")
-        if ranking:
-            rank = {rid: g for g, group in enumerate(ranking) for rid in group}
-            ra, rb = rank[ids[0]], rank[ids[1]]
-            return Preference("a" if ra < rb else "b" if rb < ra else "tie", None, None, meta)
-        return Preference("skip", meta=meta)
+        return preference_of_judgment(j, ids[0], ids[1])
 
     def rank(self, prompt: PromptText, responses: Sequence[str]) -> list[int] | None:
         j, ids = self._ask(prompt, responses)
@@ -125,3 +111,24 @@ class PeopleTeacher:
         j, ids = self._ask(prompt, [response])
         thumbs = (j or {}).get("payload", {}).get("thumbs") or {}
         return thumbs.get(str(ids[0])) if ids else None
+
+
+def preference_of_judgment(j: dict[str, Any], a: int, b: int) -> Preference:
+    """A person's judgment (a `/judgments` row) of the pair of responses with database ids a, b as a
+    `Preference`: its pairwise choice ("both_bad" is a tie, "cant_tell" a skip; strength from the
+    chosen level), else the order of a and b in its ranking, else a skip."""
+    meta = {"annotator": j["annotator"], "judgment_id": j["judgment_id"]}
+    pw = j["payload"].get("pairwise")
+    if pw is not None and {pw["a"], pw["b"]} == {a, b}:
+        if pw["choice"] == "cant_tell":
+            return Preference("skip", meta=meta)
+        if pw["choice"] in ("tie", "both_bad"):
+            return Preference("tie", None, None, meta)
+        winner = pw["a"] if pw["choice"] == "a" else pw["b"]
+        return Preference("a" if winner == a else "b", None, STRENGTH_VALUE.get(pw.get("strength")), meta)
+    ranking = j["payload"].get("ranking")
+    if ranking:
+        rank = {rid: g for g, group in enumerate(ranking) for rid in group}
+        ra, rb = rank[a], rank[b]
+        return Preference("a" if ra < rb else "b" if rb < ra else "tie", None, None, meta)
+    return Preference("skip", meta=meta)

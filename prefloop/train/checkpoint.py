@@ -1,11 +1,16 @@
 """Checkpoints and RNG state: OUTPUT/checkpoints/step-N holds the trainable weights, the optimizer,
-the scheduler, every RNG state and the loop's own extra state, written atomically."""
+the scheduler, every RNG state and the loop's own extra state, written atomically.
+
+One format for every engine but DeepSpeed: the whole (gathered) trainable weights and a torch
+optimizer `state_dict()`, so a checkpoint of 1 process, DDP or FSDP2 resumes on any of them and on
+any number of processes. DeepSpeed ZeRO adds its own partitioned files (see `prefloop.dist`)."""
 
 from __future__ import annotations
 
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,37 +56,46 @@ def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def checkpoint_paths(output_dir: Path, step: int) -> tuple[Path, Path]:
+    """(final directory, temporary directory) of the checkpoint of step `step`."""
+    root = output_dir / CHECKPOINT_DIR
+    return root / f"step-{step}", root / f".step-{step}.tmp"
+
+
 def save_checkpoint(
     output_dir: Path,
     step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any] | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     limit: int,
     extra: dict[str, Any] | None = None,
     rng_per_rank: list[dict[str, Any]] | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> Path:
     """OUTPUT/checkpoints/step-N: trainable weights, optimizer, scheduler, RNG states, step.
 
-    `rng_per_rank`: every process's RNG states of a multi-process run (rank order); the
-    writer's own states are always saved as "rng".
+    `weights`: the trainable tensors by parameter name (`trainable_state_dict`, or gathered from
+    the shards by `Dist.trainable_state`). `optimizer_state`: a torch optimizer's `state_dict()`
+    (None when an engine keeps its own partitioned files, which it has written into the
+    temporary directory already). `rng_per_rank`: every process's RNG states of a
+    multi-process run (rank order); the writer's own states are always saved as "rng".
+    `engine`: what wrote it (`Dist.checkpoint_meta`), checked on resume.
     """
     from safetensors.torch import save_file
 
-    root = output_dir / CHECKPOINT_DIR
-    path = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state_dict(model), str(tmp / WEIGHTS_FILE))
+    path, tmp = checkpoint_paths(output_dir, step)
+    tmp.mkdir(parents=True, exist_ok=True)  # may already hold an engine's own files
+    save_file(weights, str(tmp / WEIGHTS_FILE))
     torch.save(
         {
             "step": step,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
             "rng_per_rank": rng_per_rank or [],
             "extra": extra or {},
+            "engine": engine or {},
         },
         tmp / STATE_FILE,
     )
@@ -108,10 +122,18 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Restore a checkpoint into model/optimizer/scheduler and the RNGs; returns its state dict."""
+    """Restore a checkpoint into model/optimizer/scheduler and the RNGs; returns its state dict.
+
+    `check(state)` runs before anything is restored (it may refuse the checkpoint). Works on
+    the plain model and optimizer, before an engine wraps them (`Dist.prepare` moves the
+    optimizer state onto the shards, or loads an engine's own files)."""
     from safetensors.torch import load_file
 
+    state = torch.load(path / STATE_FILE, weights_only=False)
+    if check is not None:
+        check(state)
     weights = load_file(str(path / WEIGHTS_FILE))
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
@@ -122,8 +144,8 @@ def load_checkpoint(
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))
-    state = torch.load(path / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if state["optimizer"] is not None:  # None: an engine's own files (DeepSpeed), loaded by the engine
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state

@@ -28,6 +28,16 @@ One step (a "rollout step"; `--max-steps` counts these):
 Shapes: N = P·K sequences per rollout; per-token tensors [N, T] over response positions
 (T = the longest response), ``mask`` 1 on real response tokens; scores [N].
 
+Several processes (`accelerate launch` with the DDP config; `prefloop.dist`): rank r of W takes
+the r-th contiguous share of the step's P prompts, so a prompt's K completions stay on one rank.
+It samples them (with `prompt_seeds`, the samples of a prompt are those one process would draw)
+and scores them; then every rank holds the whole rollout's bookkeeping (completions, scores,
+and after step 4 the per-token log-probs and values, each computed by the rank that owns the
+sequence), so shaping, group baselines, whitening and the KL controller see exactly what one
+process sees. In step 6 every rank walks the same minibatches and runs the micro-batches of the
+sequences it owns, weighted by the whole minibatch's token (or sequence) count; the gradients
+are summed over ranks before each optimizer step. PPO-ptx's batch runs on rank 0 only.
+
 Choices where papers differ (docs/algorithms/*.md state the defaults)
 --------------------------------------------------------------------
 - Old log-probs are recomputed by the training model in the same micro-batches (same
@@ -92,6 +102,8 @@ class OnlineConfig(TrainConfig):
     """Cap of the truncated importance ratio."""
     tis_seq_threshold: float | None = None
     """Drop (weight 0) a whole sequence whose geometric-mean ratio π_old/q leaves [1/C, C]; None: no sequence mask."""
+    prompt_seeds: Literal["auto", "on", "off"] = "auto"
+    """Sample each prompt's K completions with a seed of its own (from seed, step and the prompt's place in the step), so the samples do not depend on which prompts share a generate batch or a process; 'auto': on with several processes (required there), off alone (one seeded stream, batched across prompts)."""
     max_steps: int = -1
     """Rollout steps (each: generate, score, update); -1 means `epochs` passes over the prompts."""
     prompts_per_step: int = 8
@@ -612,6 +624,27 @@ def _seeded_permutation(n: int, *keys: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def prompt_seed(seed: int, step: int, position: int) -> int:
+    """The sampling seed of the prompt at `position` in rollout step `step` (`prompt_seeds`)."""
+    mixed = 0
+    for k in (seed, step, position):
+        mixed = (mixed * 1_000_003 + k) % (2**62)
+    return mixed
+
+
+def _sample(generator, prompts: list, k: int, first: int, seeds: int | None, step: int) -> list:
+    """K completions of each prompt, prompt-major; `prompts` sit at positions `first`, `first`+1, ...
+    of the step. `seeds` (the run's seed): each prompt sampled with its own `prompt_seed`."""
+    if seeds is None:
+        return generator.generate(prompts, k)
+    out = []
+    for j, prompt in enumerate(prompts):
+        for c in generator.generate([prompt], k, seed=prompt_seed(seeds, step, first + j)):
+            c.prompt_index = j
+            out.append(c)
+    return out
+
+
 def _generator_options(cfg: OnlineConfig) -> dict[str, Any]:
     return {
         "max_new_tokens": cfg.max_new_tokens,
@@ -684,12 +717,6 @@ def _ptx_sequences(cfg: OnlineConfig, tokenizer):
     assert cfg.ptx_data  # checked in resolve()
     records = [r for r in read_records(cfg.ptx_data, kind="demonstration") if isinstance(r, Demonstration)]
     return [encode(tokenizer, r.prompt, r.response, cfg.max_length, cfg.max_prompt_length) for r in records]
-
-
-def _summed(parts: list[dict[str, float]]) -> dict[str, float]:
-    from prefloop.train.schedule import weighted_metrics
-
-    return weighted_metrics([(p, 1.0) for p in parts])
 
 
 def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = None) -> Path:
@@ -797,7 +824,24 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             "hacking_monitor": monitor.state_dict(),
         }
 
-    run = start_run(cfg, out, model, algorithm, total_steps=order.total_steps, extra_state=extra_state)
+    run = start_run(
+        cfg,
+        out,
+        model,
+        algorithm,
+        total_steps=order.total_steps,
+        extra_state=extra_state,
+        shards_rollouts=True,
+    )
+    dist = run.dist
+    if dist.world_size > 1 and (cfg.ray or cfg.prompt_seeds == "off"):
+        raise TrainError(
+            f"{dist.world_size} processes: online loops shard their prompts across processes with "
+            "per-prompt seeds; --ray and --prompt-seeds off need one process"
+        )
+    seeds = (
+        cfg.seed if cfg.prompt_seeds == "on" or (cfg.prompt_seeds == "auto" and dist.world_size > 1) else None
+    )
     if run.restored:
         generator.set_rng_state(run.restored["generator"])
         controller.load_state_dict(run.restored["kl_controller"])
@@ -812,37 +856,40 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         started = time.perf_counter()
         timings: dict[str, float] = {}
 
-        # 1-2. prompts and completions
+        # 1-2. prompts and completions: this rank's share of the step's prompts (all of them alone)
         picked = [prompts[i] for ids in order.micro_batches(step) for i in ids]
+        lo, hi = dist.share(len(picked))
+        mine = picked[lo:hi]
         tick = time.perf_counter()
-        completions = generator.generate([p.prompt for p in picked], cfg.num_generations)
+        local = _sample(generator, [p.prompt for p in mine], cfg.num_generations, lo, seeds, step)
         timings["time/generate_s"] = time.perf_counter() - tick
+
+        # 3. rewards of this rank's completions
+        tick = time.perf_counter()
+        mine_flat = [mine[c.prompt_index] for c in local]
+        texts = [c.text for c in local]
+        meta = [p.meta for p in mine_flat]
+        prompt_texts = [p.prompt for p in mine_flat]
+        local_raw = call_reward(reward, prompt_texts, texts, meta=meta, batch=step + 1)
+        local_watched = (
+            call_reward(watch, prompt_texts, texts, meta=meta, batch=step + 1) if watch is not None else []
+        )
+        for c in local:
+            c.prompt_index += lo  # its place among the step's prompts
+        completions, raw, watched = [], [], []  # the whole rollout, in prompt order, on every rank
+        for part in dist.gather_object((local, local_raw, local_watched)):
+            completions += part[0]
+            raw += part[1]
+            watched += part[2]
         roll = build_rollout(completions, cfg.num_generations)
         n = len(completions)
-        flat = [picked[c.prompt_index] for c in completions]
-
-        # 3. rewards
-        tick = time.perf_counter()
-        raw = call_reward(
-            reward,
-            [p.prompt for p in flat],
-            [c.text for c in completions],
-            meta=[p.meta for p in flat],
-            batch=step + 1,
-        )
+        own = range(lo * cfg.num_generations, hi * cfg.num_generations)  # this rank's sequences
         shaped, reward_metrics = shaper(raw, completions)
         if watch is not None:
-            watched = call_reward(
-                watch,
-                [p.prompt for p in flat],
-                [c.text for c in completions],
-                meta=[p.meta for p in flat],
-                batch=step + 1,
-            )
             reward_metrics["watch/score"] = sum(watched) / len(watched)
             warning = monitor.update(step + 1, sum(raw) / len(raw), reward_metrics["watch/score"])
             reward_metrics["watch/hacking"] = float(warning is not None)
-            if warning:
+            if warning and dist.is_main:
                 print(f"warning: {warning} ({cfg.watch_reward} is the watch)", file=sys.stderr)
         roll.scores = torch.tensor(shaped, dtype=torch.float32)
         timings["time/reward_s"] = time.perf_counter() - tick
@@ -858,16 +905,26 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         # first minibatch take them from its own training forward: the same numbers, one pass fewer.
         beta = controller.value
         late_old = not algo.uses_critic and (cfg.kl_in == "loss" or beta == 0)
+        first_minibatch = [i for i in first[:mb_size] if i in own]
         with torch.no_grad():
-            for start in range(0, n, cfg.batch_size):
-                ids = first[start : start + cfg.batch_size]
-                mb = micro_batch(roll, ids, pad_id, device, packed)
-                t_b = mb["mask"].shape[1]
-                if not (late_old and start < mb_size):
-                    roll.old_logps[ids, :t_b] = token_logps(policy, mb)[0].cpu()
-                roll.ref_logps[ids, :t_b] = reference.apply(functools.partial(token_logps, mb=mb))[0].cpu()
-                if value is not None:
-                    roll.old_values[ids, :t_b] = token_values(value, mb).cpu()  # type: ignore[index]
+            for part, skip_old in (
+                (first_minibatch, late_old),
+                ([i for i in first[mb_size:] if i in own], False),
+            ):
+                for start in range(0, len(part), cfg.batch_size):
+                    ids = part[start : start + cfg.batch_size]
+                    mb = micro_batch(roll, ids, pad_id, device, packed)
+                    t_b = mb["mask"].shape[1]
+                    if not skip_old:
+                        roll.old_logps[ids, :t_b] = token_logps(policy, mb)[0].cpu()
+                    ref_logps = reference.apply(functools.partial(token_logps, mb=mb))[0]
+                    roll.ref_logps[ids, :t_b] = ref_logps.cpu()
+                    if value is not None:
+                        roll.old_values[ids, :t_b] = token_values(value, mb).cpu()  # type: ignore[index]
+        # each row was computed by the rank that owns it (zeros elsewhere): the sum is the whole rollout
+        roll.old_logps, roll.ref_logps = dist.sum_tensor(roll.old_logps), dist.sum_tensor(roll.ref_logps)
+        if roll.old_values is not None:
+            roll.old_values = dist.sum_tensor(roll.old_values)
         timings["time/logprobs_s"] = time.perf_counter() - tick
 
         # 5. advantages
@@ -888,9 +945,10 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             for mb_start in range(0, n, mb_size):
                 minibatch = perm[mb_start : mb_start + mb_size]
                 mb_tokens = float(roll.mask[minibatch].sum())
+                owned = [i for i in minibatch if i in own]  # this rank's part of the minibatch
                 tick = time.perf_counter()
-                for start in range(0, len(minibatch), cfg.batch_size):
-                    ids = minibatch[start : start + cfg.batch_size]
+                for start in range(0, len(owned), cfg.batch_size):
+                    ids = owned[start : start + cfg.batch_size]
                     mb = micro_batch(roll, ids, pad_id, device, packed)
                     t_b = mb["mask"].shape[1]
                     sl = (ids, slice(0, t_b))
@@ -946,7 +1004,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     metrics["loss"] = loss.item()
                     parts.append(metrics)
                     tokens += mb["layout"].num_slots if "layout" in mb else int(mb["attention_mask"].sum())
-                if ptx:
+                if ptx and dist.is_main:  # once per optimizer step, not once per rank
                     pick = _seeded_permutation(len(ptx), cfg.seed, step, 7, optimizer_steps)[
                         : cfg.ptx_batch_size
                     ]
@@ -958,7 +1016,10 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                     )
                     p_loss, p_metrics = ptx_loss(lp, batch["response_mask"], cfg.ptx_coef)
                     p_loss.backward()
-                    parts[-1].update(p_metrics)
+                    if owned:
+                        parts[-1].update(p_metrics)
+                    else:
+                        parts.append(p_metrics)
                 timings["time/train_forward_backward_s"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 norm = run.apply_gradients()
@@ -966,14 +1027,22 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
                 if norm is not None:
                     grad_norms.append(norm)
                 optimizer_steps += 1
-                approx_kl = _summed(parts[-math.ceil(len(minibatch) / cfg.batch_size) :]).get(
-                    "policy/approx_kl", 0.0
-                )
-                if cfg.early_stop_kl is not None and approx_kl > cfg.early_stop_kl:
-                    stopped = True
-                    break
+                if cfg.early_stop_kl is not None:  # the same decision on every rank
+                    last = parts[len(parts) - math.ceil(len(owned) / cfg.batch_size) :] if owned else []
+                    approx_kl = run.reduce_metrics([(m, 1.0) for m in last]).get("policy/approx_kl", 0.0)
+                    if approx_kl > cfg.early_stop_kl:
+                        stopped = True
+                        break
             if stopped:
                 break
+
+        if late_old:  # the first minibatch's old log-probs came from its owners' training forwards
+            late = torch.zeros_like(roll.old_logps)
+            late[first_minibatch] = roll.old_logps[first_minibatch]
+            late = dist.sum_tensor(late)
+            roll.old_logps[first[:mb_size]] = late[first[:mb_size]]
+        first_devs = [d for d in dist.gather_object(first_dev) if d is not None]
+        first_dev = max(first_devs) if first_devs else None
 
         # 7. KL control, metrics
         kl_tokens = (roll.old_logps - roll.ref_logps) * roll.mask
@@ -983,7 +1052,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         real = roll.mask.bool()
         raw_t = torch.tensor(raw)
         metrics = {
-            **_summed(parts),
+            **run.reduce_metrics([(m, 1.0) for m in parts]),
             "score/mean": float(raw_t.mean()),
             "score/std": float(raw_t.std()) if n > 1 else 0.0,
             **reward_metrics,
@@ -1011,7 +1080,10 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
             generator.update_weights(policy)
 
     run.close()
-    return save_final(policy, tokenizer, out)
+    if dist.is_main:
+        save_final(policy, tokenizer, out)
+    dist.barrier()
+    return out / "final"
 
 
 def _kl_tokens_k3(roll: Rollout) -> torch.Tensor:

@@ -27,11 +27,12 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-from prefloop.dist import Dist, rank_seed, setup
+from prefloop.dist import Dist, DistError, rank_seed, setup
 from prefloop.models.load import torch_dtype
 from prefloop.train.checkpoint import (
     CHECKPOINT_DIR,
     STATE_FILE,
+    checkpoint_paths,
     list_checkpoints,
     load_checkpoint,
     rng_state,
@@ -200,28 +201,38 @@ class Run:
             self.bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
     def save_checkpoint(self, done: int) -> Path | None:
-        """OUTPUT/checkpoints/step-`done` with the loop's extra state (written by rank 0; all ranks wait).
+        """OUTPUT/checkpoints/step-`done` with the loop's extra state; all ranks take part and wait.
 
-        Sharded engines (FSDP2, DeepSpeed ZeRO) write no intermediate checkpoints yet (see
-        docs/scaling.md); `start_run` said so when the run began.
+        Rank 0 writes the whole trainable weights and optimizer state (gathered from the shards
+        under FSDP2 and ZeRO-3); under DeepSpeed every rank also writes its optimizer partition
+        (`Dist.save_engine_state`). Returns the directory on rank 0, None elsewhere.
         """
-        if self.dist.sharded:
-            return None
         extra = self.extra_state() if self.extra_state is not None else {}
         if self.schedule is not None:
             extra = {"epoch": self.schedule.epoch_of(done), **extra}
         rngs = self.dist.gather_object(rng_state())
+        weights = self.dist.trainable_state(self.train_model)
+        optimizer_state = self.dist.optimizer_state(self.optimizer)
+        _, tmp = checkpoint_paths(self.output_dir, done)
+        if self.dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed mid-save
+            tmp.mkdir(parents=True)
+        self.dist.barrier()
+        self.dist.save_engine_state(self.train_model, tmp)
+        self.dist.barrier()
         path = None
         if self.dist.is_main:
+            assert weights is not None
             path = save_checkpoint(
                 self.output_dir,
                 done,
-                self.model,
-                self.optimizer,
+                weights,
+                optimizer_state,
                 self.scheduler,
                 self.cfg.save_total_limit,
                 extra,
                 rng_per_rank=rngs,
+                engine=self.dist.checkpoint_meta(),
             )
         self.dist.barrier()  # no rank runs ahead of (or dies before) a complete checkpoint
         return path
@@ -282,12 +293,15 @@ def start_run(
     num_records: int | None = None,
     total_steps: int | None = None,
     extra_state: Callable[[], dict[str, Any]] | None = None,
+    shards_rollouts: bool = False,
 ) -> Run:
     """Optimizer, scheduler, logger and progress bar for a run; restores a checkpoint on resume.
 
     Offline loops pass `num_records` (the step count follows from epochs / max_steps and the
     batch); the online loop passes `total_steps` and its `extra_state`. On resume the
-    checkpoint's extra state is in `Run.restored`.
+    checkpoint's extra state is in `Run.restored`. `shards_rollouts`: the loop splits its own
+    samples across ranks and weighs their losses over the whole step (the online loop); it then
+    runs under DDP with gradients summed in the optimizer step (`Dist.prepare`).
     """
     dist = process(cfg)
     schedule = None
@@ -307,12 +321,17 @@ def start_run(
         total_steps = schedule.total_steps
     if total_steps is None or total_steps < 1:
         raise TrainError("a run needs num_records or a positive total_steps")
-    if schedule is None and dist.world_size > 1:
-        # The online loops sample their own data and call loss.backward() on the model itself:
-        # under DDP each rank would silently train its own copy. Refuse instead.
+    if schedule is None and dist.world_size > 1 and not shards_rollouts:
+        # A loop that samples its own data without splitting it across ranks would train W
+        # copies on the same samples. Refuse instead.
         raise TrainError(
-            f"online loops run in one process for now (this launch has {dist.world_size}); "
-            "scale generation and rewards out with --ray instead"
+            f"{desc} runs in one process (this launch has {dist.world_size}); "
+            "launch it without accelerate / torchrun"
+        )
+    if shards_rollouts and dist.world_size > 1 and dist.engine != "ddp":
+        raise TrainError(
+            f"{desc} runs on one process or under DDP, not under {dist.engine}: "
+            "launch it with examples/accelerate/ddp.yaml"
         )
     optimizer = build_optimizer(model, cfg.learning_rate, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -333,16 +352,17 @@ def start_run(
                 f"resume: no checkpoint in {output_dir / CHECKPOINT_DIR}; starting from step 0",
                 file=sys.stderr,
             )
-    if dist.sharded and (checkpoint is not None or cfg.save_steps > 0):
-        if checkpoint is not None:
-            raise TrainError(f"resume is not supported under {dist.engine} yet; resume with the DDP config")
-        if dist.is_main:
-            print(
-                f"note: no intermediate checkpoints under {dist.engine} (final/ is written)", file=sys.stderr
-            )
     set_seed(rank_seed(cfg.seed, dist.rank))  # each rank its own dropout / sampling stream
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        where = checkpoint
+
+        def check(state: dict[str, Any]) -> None:
+            try:
+                dist.check_resume(state.get("engine") or {}, where)
+            except DistError as exc:
+                raise TrainError(str(exc)) from None
+
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, check)
         start, restored = int(state["step"]), dict(state.get("extra") or {})
         per_rank = state.get("rng_per_rank") or [state["rng"]]
         if len(per_rank) == dist.world_size:
@@ -351,7 +371,9 @@ def start_run(
             set_seed(rank_seed(cfg.seed + start, dist.rank))
         if dist.is_main:
             print(f"resume: continuing from {checkpoint} (step {start})", file=sys.stderr)
-    train_model, optimizer = dist.prepare(model, optimizer, cfg.max_grad_norm)
+    train_model, optimizer = dist.prepare(
+        model, optimizer, cfg.max_grad_norm, resume=checkpoint, sum_in_step=shards_rollouts
+    )
     logger = MetricsLogger(
         output_dir,
         cfg.report_to_tensorboard,

@@ -45,8 +45,11 @@ def nine_records(src: Path, dst: Path) -> Path:
     return dst
 
 
-def launch(config: str, jobs: list[dict], workdir: Path, timeout: int = 600) -> str:
-    """Run `jobs` (see worker.py) in 2 processes under `accelerate launch --config_file config`."""
+def launch(config: str, jobs: list[dict], workdir: Path, timeout: int = 1800) -> str:
+    """Run `jobs` (see worker.py) in 2 processes under `accelerate launch --config_file config`.
+
+    `timeout` only catches a hung launch: on a shared 2-core machine a launch of several jobs
+    takes over 10 minutes."""
     spec = workdir / "jobs.json"
     spec.write_text(json.dumps(jobs))
     env = {

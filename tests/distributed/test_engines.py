@@ -3,10 +3,13 @@ tier, DeepSpeed ZeRO-2 / ZeRO-3 (DeepSpeed's CPU accelerator, gloo) in the slow 
 
 Each launch runs the unchanged commands under `accelerate launch` with the shipped config, 2
 processes x batch 4, on 9 records for 2 epochs (steps of 8, 1, 8, 1 records); the final weights
-and per-step losses must equal one process with batch 4 x accumulation 2.
+and per-step losses must equal one process with batch 4 x accumulation 2. Checkpoints: a run
+stopped after step 2 (its step-2 checkpoint written) and resumed with `--resume` must end where
+the uninterrupted run ends; FSDP2's gathered checkpoint also resumes on one process.
 """
 
 import importlib.util
+import shutil
 
 import pytest
 from distrun import DATA, TIGHT, argv, assert_same_weights, launch, nine_records, train_rows
@@ -30,32 +33,89 @@ def assert_equal_runs(two, one):
         assert r2["tokens"] == r1["tokens"]
 
 
-def test_fsdp2_equals_one_process_and_saves_merged_lora(tmp_path):
+def assert_resumed(resumed, uninterrupted):
+    """A run stopped after step 2 and resumed equals the uninterrupted one (same computation)."""
+    assert [r["step"] for r in train_rows(resumed)] == [1, 2, 3, 4]
+    assert_same_weights(resumed, uninterrupted, atol=1e-6)
+    for a, b in zip(train_rows(resumed), train_rows(uninterrupted), strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+
+
+def crash_and_resume(args):
+    """Jobs (worker.py) of a run stopped after its step-2 checkpoint, then resumed."""
+    return [{"argv": args, "crash_after": 2}, {"argv": [*args, "--resume"]}]
+
+
+@pytest.fixture(scope="module")
+def fsdp2(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp2")
+    data = {
+        "sft": nine_records(DATA / "sft.jsonl", root / "sft.jsonl"),
+        "dpo": nine_records(DATA / "pairs.jsonl", root / "pairs.jsonl"),
+    }
+    two = root / "2p"
+    lora = ["--batch-size", "4", "--save-steps", "0", "--lora"]
+    jobs = [
+        {"argv": argv("sft", data["sft"], two / "sft", "--batch-size", "4")},
+        {"argv": argv("dpo", data["dpo"], two / "dpo", "--batch-size", "4")},  # checkpoint at step 2
+        *crash_and_resume(argv("dpo", data["dpo"], two / "dpo-resumed", "--batch-size", "4")),
+        {"argv": argv("dpo", data["dpo"], two / "dpo-lora", *lora)},
+    ]
+    launch("fsdp2.yaml", jobs, root)
+    return root, data
+
+
+def test_fsdp2_equals_one_process(fsdp2):
+    root, data = fsdp2
+    assert_equal_runs(root / "2p" / "sft", one_process("sft", data["sft"], root))
+    assert_equal_runs(root / "2p" / "dpo", one_process("dpo", data["dpo"], root))
+
+
+def test_fsdp2_saves_merged_lora(fsdp2):
     from transformers import AutoModelForCausalLM
 
-    sft_data = nine_records(DATA / "sft.jsonl", tmp_path / "sft.jsonl")
-    pairs = nine_records(DATA / "pairs.jsonl", tmp_path / "pairs.jsonl")
-    two = tmp_path / "2p"
-    jobs = [
-        {"argv": argv("sft", sft_data, two / "sft", "--batch-size", "4")},
-        {"argv": argv("dpo", pairs, two / "dpo", "--batch-size", "4", "--save-steps", "0")},
-        {"argv": argv("dpo", pairs, two / "dpo-lora", "--batch-size", "4", "--save-steps", "0", "--lora")},
-    ]
-    launch("fsdp2.yaml", jobs, tmp_path)
-    assert_equal_runs(two / "sft", one_process("sft", sft_data, tmp_path))
-    assert_equal_runs(two / "dpo", one_process("dpo", pairs, tmp_path))
-    # LoRA under FSDP2: the adapter and a merged standalone final/ gathered on rank 0
-    assert (two / "dpo-lora" / "adapter" / "adapter_config.json").exists()
-    merged = AutoModelForCausalLM.from_pretrained(two / "dpo-lora" / "final")
+    lora = fsdp2[0] / "2p" / "dpo-lora"
+    assert (lora / "adapter" / "adapter_config.json").exists()  # gathered on rank 0
+    merged = AutoModelForCausalLM.from_pretrained(lora / "final")
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert train_rows(two / "dpo-lora")[-1]["loss"] < train_rows(two / "dpo-lora")[0]["loss"]
+    assert train_rows(lora)[-1]["loss"] < train_rows(lora)[0]["loss"]
+
+
+def test_fsdp2_resume_equals_uninterrupted(fsdp2):
+    two = fsdp2[0] / "2p"
+    assert sorted(p.name for p in (two / "dpo" / "checkpoints").iterdir()) == ["step-2"]
+    assert_resumed(two / "dpo-resumed", two / "dpo")
+
+
+def test_fsdp2_checkpoint_resumes_on_one_process(fsdp2, tmp_path):
+    """The gathered checkpoint (whole weights and moments) continues on another world size and engine."""
+    root, data = fsdp2
+    src = root / "2p" / "dpo"
+    out = tmp_path / "dpo-1p-resumed"
+    out.mkdir()
+    shutil.copytree(src / "checkpoints", out / "checkpoints")
+    shutil.copy(src / "metrics.jsonl", out / "metrics.jsonl")
+    main(argv("dpo", data["dpo"], out, "--batch-size", "4", "--grad-accum", "2", "--resume"))
+    assert_same_weights(out, src, TIGHT)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 @pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
-def test_deepspeed_zero_equals_one_process(config, tmp_path):
+def test_deepspeed_zero_equals_one_process_and_resumes(config, tmp_path, capsys):
     sft_data = nine_records(DATA / "sft.jsonl", tmp_path / "sft.jsonl")
     two = tmp_path / "2p"
-    launch(config, [{"argv": argv("sft", sft_data, two / "sft", "--batch-size", "4")}], tmp_path, timeout=900)
+    sft = argv("sft", sft_data, two / "sft", "--batch-size", "4", "--save-steps", "2")
+    resumed = argv("sft", sft_data, two / "sft-resumed", "--batch-size", "4", "--save-steps", "2")
+    launch(config, [{"argv": sft}, *crash_and_resume(resumed)], tmp_path)
     assert_equal_runs(two / "sft", one_process("sft", sft_data, tmp_path))
+    step2 = two / "sft" / "checkpoints" / "step-2"
+    assert (step2 / "deepspeed").is_dir()  # the engine's own partitions next to the gathered weights
+    assert_resumed(two / "sft-resumed", two / "sft")
+    # its optimizer partitions do not fit one process: refused with a one-line error, nothing trained
+    out = tmp_path / "sft-1p"
+    shutil.copytree(two / "sft" / "checkpoints", out / "checkpoints")
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv("sft", sft_data, out, "--batch-size", "4", "--resume"))
+    assert exit_info.value.code == 2
+    assert "resume only under the same ZeRO stage and number of processes" in capsys.readouterr().err

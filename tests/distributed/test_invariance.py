@@ -7,7 +7,7 @@ batch 4 x accumulation 2. On 9 records (steps of 8, 1, 8, 1 records over two epo
 one-record steps leave rank 0 without data, so the stand-in micro-batch path runs too.
 Plus: resume on 2 processes == uninterrupted, resume of a 2-process checkpoint on 1 process ==
 uninterrupted, precomputed reference == live reference on 2 processes, LoRA with gradient
-checkpointing on 2 processes == 1 process.
+checkpointing on 2 processes == 1 process. (The online loops: test_online_invariance.py.)
 """
 
 import shutil
@@ -18,7 +18,6 @@ from distrun import (
     ATOL,
     CASES,
     DATA,
-    REPO,
     TIGHT,
     argv,
     assert_same_weights,
@@ -59,23 +58,7 @@ def runs(tmp_path_factory):
     lora = ["--lora", "--gradient-checkpointing", "--save-steps", "0"]
     out["2p/dpo-lora"] = root / "2p" / "dpo-lora"
     jobs.append({"argv": argv("dpo", data["dpo"], out["2p/dpo-lora"], "--batch-size", "4", *lora)})
-    online = [
-        "grpo",
-        "--model",
-        "tiny",
-        "--data",
-        str(DATA / "prompts.jsonl"),
-        "--reward",
-        f"{REPO / 'tests' / 'online' / 'toy_rewards.py'}:frac_e",
-    ]
-    out["online-exit"] = root / "online-exit.txt"
-    jobs.append(
-        {
-            "argv": [*online, "--output-dir", str(root / "2p" / "grpo")],
-            "exit_code_file": str(out["online-exit"]),
-        }
-    )
-    out["log"] = launch("ddp.yaml", jobs, root)
+    launch("ddp.yaml", jobs, root)
     out["1p/dpo-lora"] = root / "1p" / "dpo-lora"
     main(argv("dpo", data["dpo"], out["1p/dpo-lora"], "--batch-size", "4", "--grad-accum", "2", *lora))
 
@@ -152,10 +135,3 @@ def test_lora_with_gradient_checkpointing_on_two_processes(runs):
     assert_same_weights(two, one, TIGHT)
     for a, b in zip(train_rows(two), train_rows(one), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
-
-
-def test_online_loop_refuses_several_processes(runs):
-    """Until the online loops shard their rollouts, a multi-process launch stops with one line
-    instead of training unsynced copies."""
-    assert runs["online-exit"].read_text() == "2"
-    assert "online loops run in one process for now" in runs["log"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -675,4 +676,88 @@ def test_review_page_reject_leaves_export(live_server: Any, page: Any, shots: Pa
     expect(page.locator('section.review-annotator[data-annotator="tess"] tr.review-rejected')).to_have_count(
         1
     )
+    assert page.dialogs == [] and page.errors == []
+
+
+def test_clip_pair_plays_and_a_choice_submits(live_server: Any, page: Any, shots: Path) -> None:
+    """A clip item (two animated GIFs, as `prefloop control --teacher human` posts them): both clips
+    load through the task's media URLs and animate; "Left is better" submits a pairwise choice for
+    the left clip's response."""
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    def gif(c1: tuple[int, int, int], c2: tuple[int, int, int]) -> bytes:
+        frames = [Image.new("RGB", (60, 40), c) for c in (c1, c2)]
+        out = io.BytesIO()
+        frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=150, loop=0)
+        return out.getvalue()
+
+    base, admin = live_server.base_url, live_server.admin_token
+    live_server.api(
+        "POST",
+        "/api/users",
+        token=admin,
+        json={"name": "cleo", "role": "annotator", "password": "cleo-password"},
+    ).raise_for_status()
+    r = live_server.api(
+        "POST", "/api/campaigns", token=admin,
+        json={"name": "Clips", "feedback_types": ["pairwise"], "instructions": "Which agent balances the pole?"},
+    )  # fmt: skip
+    cid = r.json()["id"]
+    clips = {"red": gif((220, 0, 0), (255, 255, 255)), "blue": gif((0, 0, 220), (255, 255, 0))}
+    media = {
+        name: live_server.api("POST", f"/api/campaigns/{cid}/media", token=admin, content=data).json()[
+            "media_id"
+        ]
+        for name, data in clips.items()
+    }
+    item = {
+        "prompt": "Which clip is better?",
+        "responses": [{"media_id": media["red"]}, {"media_id": media["blue"]}],
+    }
+    live_server.api(
+        "POST", f"/api/campaigns/{cid}/items", token=admin, json={"items": [item]}
+    ).raise_for_status()
+    live_server.api(
+        "POST", f"/api/campaigns/{cid}/annotators", token=admin, json={"names": ["cleo"]}
+    ).raise_for_status()
+
+    login(page, base, "cleo", "cleo-password")
+    page.goto(f"{base}/annotate/{cid}")
+    images = page.locator("#responses img.clip")
+    expect(images).to_have_count(2)
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#responses img.clip'))"
+        ".every(i => i.complete && i.naturalWidth === 60 && i.src.startsWith('blob:'))"
+    )
+    # it plays: the left clip's pixels change over time (two frames of 150 ms each)
+    seen = set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        seen.add(images.first.screenshot())
+        time.sleep(0.1)
+    assert len(seen) >= 2, "the GIF did not animate"
+    expect(page.locator("#pairwise-question")).to_contain_text("left or right")
+    expect(page.locator("#choice-a")).to_contain_text("Left is better")
+    expect(page.locator("#choice-tie")).to_contain_text("Equal")
+    expect(page.locator("#choice-cant_tell")).to_be_visible()
+    expect(page.locator("#choice-both_bad")).to_be_hidden()
+    expect(page.locator("#strength-row")).to_be_hidden()
+    page.screenshot(path=str(shots / "annotate-clips.png"), full_page=True)
+    # which clip is on the left (the campaign is anonymous: the order is shuffled per task)
+    token = page.evaluate("localStorage.getItem('prefloop_token')")
+    task = live_server.api("GET", f"/api/campaigns/{cid}/next", token=token).json()["task"]
+    left_bytes = live_server.api("GET", task["responses"][0]["media"]["url"], token=token).content
+    left = next(name for name, data in clips.items() if data == left_bytes)
+
+    page.click("#choice-a")
+    expect(page.locator("#choice-a")).to_have_class(re.compile("selected"))
+    page.click("#submit")
+    expect(page.locator("#done-panel")).to_be_visible()
+    (stored,) = judgments(live_server, cid)
+    pw = stored["payload"]["pairwise"]
+    media_of = {r["id"]: r["media_id"] for r in stored["responses"]}
+    assert pw["choice"] == "a" and media_of[pw["a"]] == media[left]  # the left clip won
     assert page.dialogs == [] and page.errors == []

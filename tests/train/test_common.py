@@ -109,7 +109,12 @@ def test_response_logps_match_full_logits(tiny_causal):
 
 
 def test_checkpoints_roundtrip_and_prune(tmp_path):
-    from prefloop.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from prefloop.train.checkpoint import (
+        list_checkpoints,
+        load_checkpoint,
+        save_checkpoint,
+        trainable_state_dict,
+    )
     from prefloop.train.optim import build_optimizer
 
     model = torch.nn.Linear(3, 2)
@@ -120,7 +125,7 @@ def test_checkpoints_roundtrip_and_prune(tmp_path):
         opt.step()
         sched.step()
         opt.zero_grad()
-        save_checkpoint(tmp_path, step, model, opt, sched, limit=2)
+        save_checkpoint(tmp_path, step, trainable_state_dict(model), opt.state_dict(), sched, limit=2)
     draw_after_save = torch.rand(1)  # what the RNG gives right after the last checkpoint
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-3"]  # oldest pruned
     saved = {k: v.clone() for k, v in model.state_dict().items()}

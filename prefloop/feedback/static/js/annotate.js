@@ -1,6 +1,6 @@
 /* /annotate/{cid}: one task at a time - rank / compare / rate / thumbs / critique / edit, all by
  * keyboard or mouse; submit, skip, undo, "can't judge"; the next task loads without a reload. */
-import { $, $$, LABELS, api, boot, campaignId, el, newKey, requireLogin, setHTML, showMessage, withRetry } from "./common.js";
+import { $, $$, LABELS, api, apiBlob, boot, campaignId, el, newKey, requireLogin, setHTML, showMessage, withRetry } from "./common.js";
 
 const STRENGTHS = ["significantly_better", "better", "slightly_better", "negligibly_better"];
 const STRENGTH_KEYS = { q: 0, w: 1, e: 2, r: 3 };
@@ -53,8 +53,16 @@ export class RankTyper {
   }
 }
 
+// The pairwise buttons' words: for text responses, and for clips (shown side by side: A left, B right).
+const CHOICE_WORDS = {
+  text: { question: "Which response is better, A or B?",
+    a: ["A is better", "a"], b: ["B is better", "b"], tie: ["Tie", "t"], both_bad: ["Both bad", "x"] },
+  clips: { question: "Which clip shows the better behaviour: left or right?",
+    a: ["Left is better", "a"], b: ["Right is better", "b"], tie: ["Equal", "t"], cant_tell: ["Can't tell", "n"] },
+};
+
 // The page's state: the campaign, the shown task, and the answers given so far.
-const page = { cid: null, task: null, focus: 0, busy: false, key: null, typer: null };
+const page = { cid: null, task: null, focus: 0, busy: false, key: null, typer: null, urls: [] };
 let answers = freshAnswers();
 
 function freshAnswers() {
@@ -62,6 +70,7 @@ function freshAnswers() {
 }
 
 const has = (type) => !!page.task && page.task.feedback_types.includes(type);
+const clipTask = () => !!page.task && page.task.responses.some((r) => r.media);
 const labelOf = (id) => LABELS[page.task.responses.findIndex((r) => r.id === id)] || String(id);
 const cardOf = (id) => $(`#responses .response[data-id="${id}"]`);
 
@@ -86,6 +95,8 @@ function setProgress(p) {
 function showTask(task, previous) {
   if (page.typer) page.typer.clear();
   page.task = task;
+  page.urls.forEach((u) => URL.revokeObjectURL(u)); // the previous task's clips
+  page.urls = [];
   page.key = newKey(); // one key per shown task, reused by every retry of its submission
   page.focus = 0;
   answers = freshAnswers();
@@ -99,6 +110,8 @@ function showTask(task, previous) {
   renderPrompt(task.prompt_html);
   renderResponses();
   $("#pairwise").hidden = !(has("pairwise") && task.responses.length >= 2);
+  setChoiceWords(clipTask() ? CHOICE_WORDS.clips : CHOICE_WORDS.text);
+  $("#strength-row").hidden = clipTask(); // a clip pair asks left / right / equal / can't tell only
   $("#critique-box").hidden = !has("critique");
   $("#critique").value = "";
   if (previous) applyPrevious(previous);
@@ -122,6 +135,33 @@ function applyPrevious(prev) {
   }
   if (prev.critique) $("#critique").value = prev.critique;
   if (prev.edit) openEdit(prev.edit.response_id, prev.edit.text, false);
+}
+
+function setChoiceWords(words) {
+  $("#pairwise-question").textContent = words.question;
+  $$("#choice-row .choice").forEach((b) => {
+    const w = words[b.dataset.choice];
+    b.hidden = !w;
+    if (w) b.replaceChildren(w[0] + " ", el("kbd", {}, w[1]));
+  });
+}
+
+/** A response's clip: fetched with the token, shown from a blob: URL (an image, or a looping video). */
+function clipElement(r, i) {
+  const video = r.media.type.startsWith("video/");
+  const label = `clip ${LABELS[i]}`;
+  const node = video
+    ? el("video", { class: "clip", loop: true, muted: true, autoplay: true, playsinline: true, controls: true, "aria-label": label })
+    : el("img", { class: "clip", alt: label });
+  if (video) node.muted = true; // the attribute alone does not allow autoplay everywhere
+  const task = page.task;
+  apiBlob(r.media.url).then((blob) => {
+    if (page.task !== task) return; // the annotator moved on meanwhile
+    const url = URL.createObjectURL(blob);
+    page.urls.push(url);
+    node.src = url;
+  }).catch((err) => showMessage(err.message, "error"));
+  return el("div", { class: "clip-box" }, node);
 }
 
 function renderPrompt(messages) {
@@ -165,6 +205,7 @@ function renderResponses() {
         el("span", { class: "response-label" }, LABELS[i]),
         el("span", { class: "rank-typing", hidden: true }),
         el("span", { class: "model-name" + (r.model ? "" : " hidden-model") }, r.model || "model hidden")),
+      r.media ? clipElement(r, i) : null,
       setHTML(el("div", { class: "response-text markdown" }), r.html),
       el("div", { class: "edit-box", hidden: true },
         el("textarea", { class: "edit-text", rows: "6", "aria-label": `edited response ${LABELS[i]}`,
@@ -413,7 +454,10 @@ function shortcutRows() {
   const k = page.task.responses.length;
   const rankOn = has("ranking"), rateOn = has("rating");
   if (k > 1) rows.push(["j / k  or  ← / →", "highlight next / previous response"]);
-  if (has("pairwise")) {
+  if (has("pairwise") && clipTask()) {
+    rows.push([rankOn || rateOn ? "a / b" : "a / b  or  1 / 2", "left is better / right is better"]);
+    rows.push(["t / n", "equal / can't tell"]);
+  } else if (has("pairwise")) {
     rows.push([rankOn || rateOn ? "a / b" : "a / b  or  1 / 2", "A is better / B is better"]);
     rows.push(["t / x", "tie / both bad"]);
     rows.push(["q w e r", "significantly / better / slightly / negligibly better"]);
@@ -508,8 +552,9 @@ function onKey(ev) {
   else if (key === "k" || key === "ArrowLeft" || key === "ArrowUp") setFocus(page.focus - 1);
   else if (has("pairwise") && (key === "a" || key === "b")) setChoice(key);
   else if (has("pairwise") && key === "t") setChoice("tie");
-  else if (has("pairwise") && key === "x") setChoice("both_bad");
-  else if (has("pairwise") && key in STRENGTH_KEYS) setStrength(STRENGTHS[STRENGTH_KEYS[key]]);
+  else if (has("pairwise") && key === "x" && !clipTask()) setChoice("both_bad");
+  else if (has("pairwise") && key === "n" && clipTask()) setChoice("cant_tell");
+  else if (has("pairwise") && key in STRENGTH_KEYS && !clipTask()) setStrength(STRENGTHS[STRENGTH_KEYS[key]]);
   else if (has("binary") && key === "u") setThumb(resp.id, true);
   else if (has("binary") && key === "d") setThumb(resp.id, false);
   else if (has("edit") && key === "i") openEdit(resp.id, null, true);

@@ -100,6 +100,16 @@ export async function api(path, opts) {
   return data;
 }
 
+/** Fetch a file the API serves (a task's clip) with the bearer token -> a Blob (for a blob: URL). */
+export async function apiBlob(path) {
+  const headers = {};
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = "Bearer " + token;
+  const res = await fetch(path, { headers });
+  if (!res.ok) throw new ApiError(`could not load ${path}: ${res.status} ${res.statusText}`, res.status);
+  return res.blob();
+}
+
 /** Run `fn` again after network failures and 5xx answers (same request, so same idempotency key). */
 export async function withRetry(fn, attempts) {
   attempts = attempts || 4;
