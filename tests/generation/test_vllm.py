@@ -85,6 +85,25 @@ def test_completions_and_logprobs_match_the_hf_backend(engine, hf):
     assert m["logprobs/mismatch_mean"] < TOLERANCE_MEAN
 
 
+def test_logprobs_are_those_of_the_tempered_distribution(engine, hf):
+    """At temperature T the log-probs are log softmax(logits / T)[y], as `HFGenerator` returns them."""
+    model, _ = hf
+    engine.temperature = 0.7
+    try:
+        completions = engine.generate(PROMPTS[:2], num_responses=K, seed=2)
+    finally:
+        engine.temperature = 1.0
+    worst = 0.0
+    for c in completions:
+        ids = torch.tensor([c.prompt_token_ids + c.token_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(c.prompt_token_ids) - 1 : -1] / 0.7
+        want = torch.log_softmax(logits, -1).gather(-1, ids[0, len(c.prompt_token_ids) :, None])[:, 0]
+        worst = max(worst, (want - torch.tensor(c.token_logprobs)).abs().max().item())
+    print(f"\ntemperature 0.7: max |Δ| {worst:.2e}")
+    assert worst < TOLERANCE_MAX
+
+
 def test_seeds_and_the_resumable_stream(engine):
     first = engine.generate(PROMPTS[:2], num_responses=K, seed=5)
     assert [c.token_ids for c in engine.generate(PROMPTS[:2], num_responses=K, seed=5)] == [
