@@ -22,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str
     ax.set_xticks(budgets, [str(n) for n in budgets])
     ax.set_xlabel("labels (segment-pair comparisons)")
     ax.set_ylabel("normalised return")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

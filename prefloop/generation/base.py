@@ -2,7 +2,8 @@
 
 Torch-free on purpose: the online loops, best-of-N, rejection sampling and the `generate`
 command program against these two names, and a backend (transformers `generate` in
-`prefloop.generation.hf`, vLLM on GPUs later) only has to fill them in.
+`prefloop.generation.hf`, an in-process vLLM engine in `prefloop.generation.vllm`) only has to
+fill them in.
 
 `Completion` — one sampled response:
 
@@ -81,7 +82,7 @@ class Completion:
 
 @runtime_checkable
 class Generator(Protocol):
-    """Anything that samples K completions per prompt (HF generate here, vLLM on GPUs)."""
+    """Anything that samples K completions per prompt (HF generate, vLLM)."""
 
     def generate(
         self, prompts: Sequence[Any], num_responses: int = 1, seed: int | None = None

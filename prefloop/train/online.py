@@ -84,6 +84,8 @@ class OnlineConfig(TrainConfig):
     """The reward: rm:DIR, a reward-model directory, gold:NAME, MODULE:FUNCTION, W*SPEC,... or FILE.yaml."""
     reward_batch_size: int = 16
     """Completions per reward-model forward pass."""
+    generator: Literal["hf", "vllm"] = "hf"
+    """Sampling backend: 'hf' (transformers generate on the training model) or 'vllm' (an in-process vLLM engine that gets the weights after every update; needs vllm installed, docs/scaling.md)."""
     ray: bool = False
     """Generate and score in Ray actors (rollout and reward workers) instead of in this process; see docs/scaling.md."""
     ray_address: str | None = None
@@ -95,7 +97,7 @@ class OnlineConfig(TrainConfig):
     sync_timeout_s: float = 120.0
     """Deadline of each weight sync to the rollout actors (a WeightSyncError names the actor that missed it)."""
     tis: Literal["auto", "on", "off"] = "auto"
-    """Truncated importance sampling: weight each token's advantage by min(π_old/q_generator, tis_cap); 'auto': on with --ray (the generator is not the trainer)."""
+    """Truncated importance sampling: weight each token's advantage by min(π_old/q_generator, tis_cap); 'auto': on with --ray or --generator vllm (the generator is not the trainer)."""
     tis_cap: float = 2.0
     """Cap of the truncated importance ratio."""
     tis_seq_threshold: float | None = None
@@ -603,6 +605,10 @@ def resolve(cfg: OnlineConfig, algorithm: str) -> OnlineConfig:
         problems.append("ptx_coef > 0 needs --ptx-data")
     if cfg.temperature <= 0:
         problems.append("temperature must be > 0 (online RL samples)")
+    if cfg.generator == "vllm" and cfg.ray:
+        problems.append(
+            "--generator vllm runs in this process; --ray rollout actors sample with the HF backend"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg
@@ -678,6 +684,15 @@ def _ray_generation(cfg: OnlineConfig, reward):
         build = functools.partial(load_reward, device=cfg.device, batch_size=cfg.reward_batch_size)
         reward = RayReward(ray_workers(build, (cfg.reward,), n=cfg.ray_reward_workers), name=cfg.reward)
     return generator, reward
+
+
+def _vllm_generator(cfg: OnlineConfig, tokenizer):
+    """An in-process vLLM engine over the policy's starting weights (`prefloop.generation.vllm`)."""
+    from prefloop.generation.vllm import VLLMGenerator
+
+    options = _generator_options(cfg)
+    del options["batch_size"], options["progress"]  # vLLM schedules its own batches
+    return VLLMGenerator(cfg.model, tokenizer, dtype=cfg.dtype, **options)
 
 
 def _read_prompts(path: str):
@@ -769,10 +784,15 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         packed = enable_packing(policy) and (not isinstance(value, ValueModel) or enable_packing(value.model))
     model = ActorCritic(policy, value)
     reference = Reference(policy, lora=cfg.lora, copy_policy=True)
-    generator: Any = HFGenerator(policy, tokenizer, **_generator_options(cfg))
+    generator: Any
+    if cfg.generator == "vllm":  # an in-process engine; it gets the weights after every update
+        generator = _vllm_generator(cfg, tokenizer)
+    else:
+        generator = HFGenerator(policy, tokenizer, **_generator_options(cfg))
     if cfg.ray:  # rollout and reward actors; weights go to the rollout actors after every update
         generator, reward = _ray_generation(cfg, reward)
-    use_tis = cfg.tis == "on" or (cfg.tis == "auto" and cfg.ray)
+    other_sampler = cfg.ray or cfg.generator == "vllm"  # the generator is not the trainer
+    use_tis = cfg.tis == "on" or (cfg.tis == "auto" and other_sampler)
     shaper = RewardShaper(
         RewardShaping(
             missing_eos_penalty=cfg.missing_eos_penalty,
@@ -827,6 +847,8 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         controller.load_state_dict(run.restored["kl_controller"])
         shaper.load_state_dict(run.restored["reward_shaper"])
         monitor.load_state_dict(run.restored["hacking_monitor"])
+    if cfg.generator == "vllm":  # the policy as trained so far (a resumed run, a grown vocabulary)
+        generator.update_weights(policy)
     model.train()
     mb_size = cfg.batch_size * cfg.grad_accum
 
@@ -1054,6 +1076,8 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         run.step_done(step, metrics, tokens, started, apply=False)
         if cfg.ray:  # adapter-only with LoRA: the actors built the same adapters (`_ray_policy_generator`)
             generator.update_weights(trainable_state_dict(policy))
+        elif cfg.generator == "vllm":  # the full weights, LoRA merged (`merged_state_dict`)
+            generator.update_weights(policy)
 
     run.close()
     if dist.is_main:
