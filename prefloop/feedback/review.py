@@ -167,7 +167,13 @@ def review_data(
                 "is_gold": item.gold is not None,
                 "agreement": agreement,
                 "responses": [
-                    {"id": r.id, "label": label[r.id], "model": r.model, "text": r.text}
+                    {
+                        "id": r.id,
+                        "label": label[r.id],
+                        "model": r.model,
+                        "text": r.text,
+                        "media_id": r.media_id,
+                    }
                     for r in item.responses
                 ],
                 "judgments": [

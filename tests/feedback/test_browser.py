@@ -760,4 +760,13 @@ def test_clip_pair_plays_and_a_choice_submits(live_server: Any, page: Any, shots
     pw = stored["payload"]["pairwise"]
     media_of = {r["id"]: r["media_id"] for r in stored["responses"]}
     assert pw["choice"] == "a" and media_of[pw["a"]] == media[left]  # the left clip won
+    # the admin's review page shows the same clips next to the judgment
+    page.evaluate("localStorage.clear()")
+    login(page, base, "admin", live_server.admin_password)
+    page.goto(f"{base}/review/{cid}")
+    expect(page.locator(".review-response img.clip")).to_have_count(2)
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.review-response img.clip'))"
+        ".every(i => i.complete && i.naturalWidth === 60)"
+    )
     assert page.dialogs == [] and page.errors == []

@@ -150,5 +150,10 @@ def test_cant_tell_is_a_judgment_without_an_outcome(module_server: Any, choice: 
     from prefloop.feedback.quality import pair_outcomes
 
     assert len(pair_outcomes(stored[0])) == (0 if choice == "cant_tell" else 1)  # a tie is an outcome
+    # the review page shows the clips (its script fetches them with the admin's token)
+    html = s.api("GET", f"/api/campaigns/{camp.id}/review.html", token=s.admin_token).text
+    assert all(f'data-media="/api/media/{r["media_id"]}"' in html for r in stored[0]["responses"])
+    if choice == "cant_tell":
+        assert "can&#39;t tell A from B" in html or "can't tell A from B" in html
     bad = s.api("GET", f"/api/campaigns/{camp.id}/items/status", token=s.admin_token, params={"ids": "1,x"})
     assert bad.status_code == 422

@@ -13,6 +13,7 @@ import _thread
 import itertools
 import json
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ pytest.importorskip("pygame", reason="CartPole's rgb_array frames need pygame (g
 
 from prefloop.control.envs import ControlError
 from prefloop.control.loop import ControlConfig, main, train
+
+pytestmark = pytest.mark.timeout(900)
 
 # 1 env x 32 steps x 2 iterations = 64 CartPole steps, 8 labels in two rounds of 4
 TINY = dict(
@@ -43,6 +46,7 @@ TINY = dict(
     teacher="human",
     poll_s=0.2,
     clip_width=64,
+    human_wait_s=300.0,  # a safety net: a broken test fails with a message instead of waiting forever
 )
 INTENTS = ["seg_a", "seg_b", "equal", "cant_tell"]
 EXPECTED = {"seg_a": 1.0, "seg_b": 0.0, "equal": 0.5, "cant_tell": None}
@@ -153,7 +157,7 @@ def test_people_label_clip_pairs_through_the_server(module_server: Any, tmp_path
         train(ControlConfig(output_dir=str(out), **cfg))
     finally:
         annotator.stop.set()
-        annotator.join(10)
+        annotator.join(120)
     assert not annotator.errors
     summary = json.loads((out / "summary.json").read_text())
     rows = labels_rows(out)
@@ -180,10 +184,16 @@ def test_an_interrupted_run_resumes_with_the_labels_already_given(module_server:
     cfg, token, out = setup(module_server, tmp_path, "resume-annotator")
     # Run 1: the person answers two pairs of the first round; Ctrl-C while the loop waits for more.
     first = ScriptedAnnotator(module_server, campaign_of(out), token, out, limit=2, interrupt=True)
-    first.start()
-    with pytest.raises(KeyboardInterrupt):
-        train(ControlConfig(output_dir=str(out), **cfg))
-    first.join(10)
+    # Python ignores Ctrl-C in a process started in the background (SIGINT inherited as ignored),
+    # and then interrupt_main does nothing: handle it as an interactive run does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        first.start()
+        with pytest.raises(KeyboardInterrupt):
+            train(ControlConfig(output_dir=str(out), **cfg))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    first.join(120)
     assert not first.errors
     kept = labels_rows(out)
     state = json.loads((out / "human" / "state.json").read_text())
@@ -200,7 +210,7 @@ def test_an_interrupted_run_resumes_with_the_labels_already_given(module_server:
         train(ControlConfig(output_dir=str(out), **cfg))
     finally:
         second.stop.set()
-        second.join(10)
+        second.join(120)
     assert not second.errors
     rows = labels_rows(out)
     assert len(rows) == 8 and len({(r["round"], r["pair"]) for r in rows}) == 8  # no pair asked twice

@@ -58,7 +58,13 @@ def test_every_endpoint_for_every_role(server: ServerProcess) -> None:
     }
     task = server.api("GET", f"/api/campaigns/{camp.id}/next", tokens["annotator"]).json()["task"]
     victim = server.api("POST", "/api/users", server.admin_token, json={"name": "pr_victim"}).json()
-    values = {"cid": camp.id, "task_id": task["task_id"], "name": "pr_victim", "token_id": 1}
+    values = {
+        "cid": camp.id,
+        "task_id": task["task_id"],
+        "name": "pr_victim",
+        "token_id": 1,
+        "response_id": 1,
+    }
     schema = server.api("GET", "/openapi.json").json()
     seen = 0
     for path, ops in schema["paths"].items():

@@ -1,6 +1,6 @@
 /* /review/{cid}: judgments by item / annotator / agreement, rendered on the server
  * (GET /api/campaigns/{cid}/review.html); accept / reject, comments, paging act through the API. */
-import { $, api, boot, campaignId, requireLogin, setHTML, showMessage } from "./common.js";
+import { $, $$, api, apiBlob, boot, campaignId, el, requireLogin, setHTML, showMessage } from "./common.js";
 
 const view = { cid: null, offset: 0 };
 
@@ -13,6 +13,20 @@ function query() {
   return params;
 }
 
+/** Clip responses: fetched with the token (admins read any clip), shown from blob: URLs. */
+function showClips(root) {
+  for (const slot of $$(".clip-slot[data-media]", root)) {
+    apiBlob(slot.dataset.media).then((blob) => {
+      const url = URL.createObjectURL(blob);
+      const video = blob.type.startsWith("video/");
+      const node = video
+        ? el("video", { class: "clip", src: url, loop: true, muted: true, autoplay: true, controls: true })
+        : el("img", { class: "clip", src: url, alt: slot.textContent });
+      slot.replaceWith(node);
+    }).catch((err) => showMessage(err.message, "error"));
+  }
+}
+
 async function load() {
   const params = query();
   history.replaceState(null, "", `${location.pathname}?${params}`);
@@ -20,6 +34,7 @@ async function load() {
   body.setAttribute("aria-busy", "true");
   try {
     setHTML(body, await api(`/api/campaigns/${view.cid}/review.html?${params}`, { raw: true }));
+    showClips(body);
   } catch (err) {
     showMessage(err.message, "error");
   }
