@@ -72,7 +72,7 @@ class ConstitutionalSLConfig:
     judge: str | None = "default"
     """AI judge for the report: 'default', 'tiny', a path or an OpenAI-compatible URL; None: no judge."""
     judge_cache: str = "judge_cache.sqlite"
-    """SQLite cache of the judge's answers ('' = none)."""
+    """SQLite cache of the judge's answers, relative to output_dir ('' = none); reruns cost nothing."""
     epochs: int = 2
     """SFT passes over the revisions."""
     max_steps: int = -1
@@ -106,7 +106,7 @@ class ConstitutionalRLConfig:
     judge: str = "default"
     """AI labeler: 'default', 'tiny', a path or an OpenAI-compatible URL."""
     judge_cache: str = "judge_cache.sqlite"
-    """SQLite cache of the judge's answers ('' = none)."""
+    """SQLite cache of the judge's answers, relative to output_dir ('' = none); reruns cost nothing."""
     principles_per_pair: int = 4
     """Principles each pair is judged under; their soft labels are averaged."""
     reasoning: bool = False
@@ -155,10 +155,11 @@ def _split(prompts: list[Any], n_eval: int, seed: int) -> tuple[list[Any], list[
     return [prompts[i] for i in order[n_eval:]], [prompts[i] for i in order[:n_eval]]
 
 
-def _judge(name: str, cache: str, device: str, **kwargs):
+def _judge(name: str, out: Path, cache: str, device: str, **kwargs):
+    """The AI judge, its answers cached in OUTPUT/`cache` (as the demo's; '' = no cache)."""
     from prefloop.teachers.judge import AIJudge, make_backend
 
-    return AIJudge(make_backend(name, device=device), cache=cache or None, **kwargs)
+    return AIJudge(make_backend(name, device=device), cache=(out / cache) if cache else None, **kwargs)
 
 
 def critique_and_revise(
@@ -321,7 +322,9 @@ def run_sl(cfg: ConstitutionalSLConfig) -> dict[str, Any]:
     )
     final = sft.train(sft_cfg, records=[Demonstration(c["prompt"], c["final"]) for c in chains])
     judge = (
-        _judge(cfg.judge, cfg.judge_cache, cfg.device, rubric=constitution.preamble) if cfg.judge else None
+        _judge(cfg.judge, out, cfg.judge_cache, cfg.device, rubric=constitution.preamble)
+        if cfg.judge
+        else None
     )
     report = {
         "stage": "sl",
@@ -386,6 +389,7 @@ def run_rl(cfg: ConstitutionalRLConfig) -> dict[str, Any]:
     del lm
     judge = _judge(
         cfg.judge,
+        out,
         cfg.judge_cache,
         cfg.device,
         reasoning=cfg.reasoning,

@@ -135,7 +135,6 @@ def test_sl_stage_on_tiny(tmp_path):
         max_new_tokens=6,
         rounds=2,
         judge="tiny",
-        judge_cache=str(tmp_path / "c.sqlite"),
         max_steps=2,
         learning_rate=1e-2,
     )
@@ -151,6 +150,7 @@ def test_sl_stage_on_tiny(tmp_path):
     # 1 held-out prompt x eval_samples (4) replies per model, paired; the report shows the first pair
     assert ev["num_samples"] == 4 and len(ev["samples"]) == 1
     assert ev["gold_change"][0] == pytest.approx(ev["gold_after"][0] - ev["gold_before"][0])
+    assert (tmp_path / "sl" / "judge_cache.sqlite").is_file()  # the default cache lives in OUTPUT
     assert (tmp_path / "sl" / "report.md").read_text().startswith("# Constitutional AI, supervised stage")
     shutil.rmtree(tmp_path / "sl" / "sft", ignore_errors=True)
 
