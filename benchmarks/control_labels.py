@@ -47,6 +47,14 @@ def random_return(env_id: str, episodes: int, seed: int) -> float:
     return total / episodes
 
 
+def normalised_score(returns, r_random: float, r_true: float) -> np.ndarray:
+    """(R − R_random) / (R_true − R_random): random policy = 0, true-reward PPO = 1 (NaN if they tie)."""
+    returns = np.asarray(returns, dtype=float)
+    if r_true == r_random:
+        return np.full_like(returns, np.nan)
+    return (returns - r_random) / (r_true - r_random)
+
+
 def run(out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
     cmd = [
         sys.executable,
@@ -86,7 +94,7 @@ def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     means, stds = [], []
     for n in budgets:
-        scores = [(r["eval_return_mean"] - r_random) / (r_true - r_random) for r in rows[str(n)]]
+        scores = normalised_score([r["eval_return_mean"] for r in rows[str(n)]], r_random, r_true)
         ax.plot([n] * len(scores), scores, "o", color="#999", ms=4, alpha=0.7)
         means.append(float(np.mean(scores)))
         stds.append(float(np.std(scores)))
@@ -149,7 +157,7 @@ def main() -> None:
     table = []
     for name, runs in rows.items():
         returns = np.array([r["eval_return_mean"] for r in runs])
-        scores = (returns - r_random) / (r_true - r_random) if r_true != r_random else returns * np.nan
+        scores = normalised_score(returns, r_random, r_true)
         table.append(
             {
                 "run": "true-reward PPO" if name == "true" else f"preference PPO, {name} labels",
