@@ -105,6 +105,35 @@ def run_imitation(out: Path, python: Path, args: argparse.Namespace, flags: list
     return result
 
 
+def reuse(source: Path, target: Path, args: argparse.Namespace, flags: list[str]) -> None:
+    """Takes a finished prefloop run of ``control_labels.py`` (same layout) instead of running it again,
+    after checking that it was made with this comparison's settings."""
+    import yaml
+
+    if (target / "summary.json").exists() or not (source / "summary.json").exists():
+        return
+    summary = json.loads((source / "summary.json").read_text())
+    config = yaml.safe_load((source / "config.yaml").read_text())
+    want = {"env": args.env, "total_steps": args.total_steps, "eval_episodes": args.eval_episodes}
+    want |= {"segment_length": args.fragment_length, "seed": int(flags[flags.index("--seed") + 1])}
+    if "--labels" in flags:
+        want |= {
+            "reward": "preference",
+            "teacher": "oracle",
+            "labels": int(flags[flags.index("--labels") + 1]),
+        }
+    else:
+        want |= {"reward": "true"}
+    if "--config" in args.control_args:
+        want |= {"config": args.control_args[args.control_args.index("--config") + 1]}
+    differ = {k: (config.get(k), v) for k, v in want.items() if config.get(k) != v}
+    if differ or "wall_s" not in summary:
+        raise SystemExit(f"{source}: not this comparison's run (config has, wanted: {differ})")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "config.yaml").write_text((source / "config.yaml").read_text())
+    (target / "summary.json").write_text(json.dumps({**summary, "reused_from": str(source)}, indent=2))
+
+
 def children_cpu_s() -> float:
     """User + system CPU seconds of the finished child processes so far (the runs are children)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -121,6 +150,7 @@ def summarise(name: str, runs: list[dict], r_random: float, r_true: float) -> di
         "run": name,
         "seeds": len(runs),
         "crashed": len(runs) - len(finished),
+        "reused": sum(1 for r in runs if "reused_from" in r),
         "errors": errors,
         "return_mean": float(returns.mean()) if len(returns) else None,
         "return_std": float(returns.std()) if len(returns) else None,
@@ -155,6 +185,12 @@ def render(entry: dict) -> str:
             f"{cell(row['score_mean'], row['score_std'], '.2f')} | {per_seed} | {steps} | "
             f"{row['wall_s_mean']:.0f} | {cpu} |"
         )
+    reused = sorted({r["run"] for r in entry["rows"] if r.get("reused")})
+    if reused:
+        lines += [
+            "",
+            f"Taken from control_labels.py's runs ({entry.get('reused_from')}): {', '.join(reused)}.",
+        ]
     errors = sorted({e for row in entry["rows"] for e in row["errors"]})
     lines += ["", *[f"imitation's error: `{e}`" for e in errors]] if errors else []
     return "\n".join(lines)
@@ -174,6 +210,12 @@ def main() -> None:
     parser.add_argument("--venv", default=os.path.expanduser("~/.cache/prefloop/imitation-venv"))
     parser.add_argument("--output-dir", default=None, help="default runs/control_imitation/ENV")
     parser.add_argument("--results", default=str(HERE / "results" / "control_imitation"))
+    parser.add_argument("--no-run", action="store_true", help="no new runs: the table of the finished ones")
+    parser.add_argument(
+        "--reuse-prefloop",
+        default=None,
+        help="a control_labels.py output dir: its finished runs with these settings are taken, not rerun",
+    )
     parser.add_argument(
         "--control-args",
         nargs=argparse.REMAINDER,
@@ -200,20 +242,24 @@ def main() -> None:
         randoms.append(random_return(args.env, args.eval_episodes, seed))
         s = ["--seed", str(seed)]
         # (row name, framework, output, flags)
-        jobs = [("prefloop true-reward PPO", "prefloop", f"pf-true-s{seed}", ["--reward", "true", *s])]
+        jobs = [("prefloop true-reward PPO", "prefloop", f"true-s{seed}", ["--reward", "true", *s])]
         if not args.no_sb3_true:
             name = "imitation's PPO (SB3, RL Zoo settings), true reward"
             jobs.append((name, "imitation", f"im-true-s{seed}.json", [*im_common, "--reward", "true", *s]))
         for n in args.labels:
             lab = ["--labels", str(n), *s]
             jobs.append(
-                (f"prefloop, {n} labels", "prefloop", f"pf-{n}-s{seed}", [*lab, "--teacher", "oracle"])
+                (f"prefloop, {n} labels", "prefloop", f"pref{n}-s{seed}", [*lab, "--teacher", "oracle"])
             )
             jobs.append(
                 (f"imitation 1.0.1, {n} labels", "imitation", f"im-{n}-s{seed}.json", [*im_common, *lab])
             )
         for name, framework, out, flags in jobs:
             path = root / out / "summary.json" if framework == "prefloop" else root / out
+            if framework == "prefloop" and args.reuse_prefloop:
+                reuse(Path(args.reuse_prefloop) / out, root / out, args, flags)
+            if args.no_run and not path.exists():
+                continue  # --no-run: the table of what is there
             fresh, cpu_before = not path.exists(), children_cpu_s()
             if framework == "prefloop":
                 result = run_prefloop(root / out, pf_args, flags)
@@ -246,6 +292,7 @@ def main() -> None:
         "random": r_random,
         "true": r_true,
         "prefloop_control_args": args.control_args,
+        "reused_from": args.reuse_prefloop,
         "rows": [summarise(name, rs, r_random, r_true) for name, rs in runs.items()],
         "date": time.strftime("%Y-%m-%d"),
     }
