@@ -50,6 +50,12 @@ def test_short_episodes_are_padded_cut_ones_shifted_back():
         len(seen) == 3 + 1 + 6
     )  # starts 0-2 | 3-4 (both → 3) | 5-14 (→ 5-10): every segment the rules allow
     assert segs.obs.shape == (400, 5, 2) and segs.rewards.shape == (400, 5)
+    # absorbing = exactly the padding of the terminated episode (not the cut episode's repeats)
+    marks = {tuple(o): tuple(a) for o, a in zip(segs.obs[:, :, 0].astype(int), segs.absorbing.astype(int))}
+    assert marks[(0, 1, 2, 2, 2)] == (0, 0, 0, 1, 1)
+    assert marks[(2, 2, 2, 2, 2)] == (0, 1, 1, 1, 1)
+    assert marks[(3, 4, 4, 4, 4)] == (0, 0, 0, 0, 0)
+    assert not segs.absorbing[[o[0] >= 5 for o in segs.obs[:, :, 0].astype(int)]].any()
 
 
 def test_segments_longer_than_the_buffer_and_empty_buffers_do_not_crash():
@@ -151,5 +157,26 @@ def test_reward_model_input_standardisation_is_fixed_once():
     assert feats[:, :2].flatten().tolist() == pytest.approx(
         [-0.7071068, -0.7071068, 0.7071068, 0.7071068], abs=1e-5
     )
-    assert feats[:, 2:].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # one-hot actions
+    assert feats[:, 2:4].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # one-hot actions
+    assert feats[:, 4].tolist() == [0.0, 0.0]  # not absorbing
     assert set(model.state_dict()) >= {"obs_mean", "obs_std"}  # saved with the model
+
+
+def test_the_absorbing_state_is_one_input_whatever_the_last_observation():
+    import torch
+
+    from prefloop.control.envs import EnvInfo
+    from prefloop.control.reward_model import RewardEnsemble
+
+    torch.manual_seed(0)
+    model = RewardEnsemble(EnvInfo("x", 2, True, 2), members=2)
+    obs = torch.tensor([[[0.1, 5.0], [3.0, -2.0]]])  # [1, 2 steps, d]: different last observations
+    actions = torch.tensor([[[1.0], [0.0]]])
+    feats = model.features(obs, actions, torch.tensor([[False, True]]))
+    assert feats[0, 1].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]  # zero obs and action features, flag 1
+    assert feats[0, 0, 4].item() == 0.0 and feats[0, 0, :2].tolist() == pytest.approx([0.1, 5.0])
+    # every absorbing step, after any observation, scores r̂_abs of `absorbing_reward`
+    both = model.predict(obs.numpy()[0], actions.numpy()[0], np.array([True, True]))  # [M, 2]
+    assert both[:, 0] == pytest.approx(both[:, 1]) and both[:, 0] == pytest.approx(model.absorbing_reward())
+    plain = model.predict(obs.numpy()[0], actions.numpy()[0])  # no mask: nothing is absorbing
+    assert not np.allclose(plain[:, 0], plain[:, 1])
