@@ -308,6 +308,27 @@ def predicted_returns(ensemble: RewardEnsemble, seg: SegmentBatch) -> np.ndarray
     return ensemble.predict(seg.obs, seg.actions, seg.absorbing).sum(-1)
 
 
+def reward_moments(ensemble: RewardEnsemble, data: PreferenceData) -> RunningMoments:
+    """Mean and std of the ensemble's mean per-step reward over every step of the labelled segments,
+    their absorbing padding included: the normalisation of the agent's reward until the next refit.
+
+    Not the rollout's statistics: once the policy rarely fails, the rollout holds only live steps, whose
+    predicted rewards the tied comparisons of non-failing segments flatten; their small std would blow
+    the absorbing value r̂_abs/(1 − γ) up to thousands and swamp the critic (measured on CartPole with
+    100 labels: value errors of 10⁶ and a policy stuck near 150). The labelled segments keep the early
+    failures, so the scale stays that of the gap between living and ending."""
+    obs_a, act_a, abs_a, obs_b, act_b, abs_b, _ = data.tensors()
+    steps = np.concatenate(
+        [
+            ensemble.predict(obs_a.numpy(), act_a.numpy(), abs_a.numpy()).mean(0).ravel(),
+            ensemble.predict(obs_b.numpy(), act_b.numpy(), abs_b.numpy()).mean(0).ravel(),
+        ]
+    )
+    moments = RunningMoments()
+    moments.update(steps.tolist())
+    return moments
+
+
 def ask(
     n: int,
     cfg: ControlConfig,
@@ -557,7 +578,7 @@ def train(cfg: ControlConfig) -> Path:
                     )
                 )
                 trained = True
-                moments = RunningMoments()  # a new predictor: new normalisation
+                moments = reward_moments(ensemble, data)  # a new predictor: new normalisation
             metrics["labels_used"] = asked
             metrics["labels_answered"] = len(data)
             if trained:
@@ -568,7 +589,6 @@ def train(cfg: ControlConfig) -> Path:
             next_values = agent.value(torch.as_tensor(boot_obs.reshape(T * E, -1))).numpy().reshape(T, E)
         if preference:
             r_hat = ensemble.predict(obs_buf, env_act_buf).mean(0)  # [T, E]
-            moments.update(r_hat.ravel().tolist())
             rewards = (r_hat - moments.mean) / (moments.std + 1e-8)
             r_absorbing = (float(ensemble.absorbing_reward().mean()) - moments.mean) / (moments.std + 1e-8)
             absorbing = np.full_like(rewards, r_absorbing / (1.0 - cfg.gamma))
