@@ -180,3 +180,33 @@ def test_the_absorbing_state_is_one_input_whatever_the_last_observation():
     assert both[:, 0] == pytest.approx(both[:, 1]) and both[:, 0] == pytest.approx(model.absorbing_reward())
     plain = model.predict(obs.numpy()[0], actions.numpy()[0])  # no mask: nothing is absorbing
     assert not np.allclose(plain[:, 0], plain[:, 1])
+
+
+def test_reward_normalisation_spans_the_labelled_steps_absorbing_padding_included():
+    import torch
+
+    from prefloop.control.envs import EnvInfo
+    from prefloop.control.loop import PreferenceData, reward_moments
+    from prefloop.control.reward_model import RewardEnsemble
+
+    torch.manual_seed(0)
+    model = RewardEnsemble(EnvInfo("x", 2, True, 2), members=2)
+    buf = SegmentBuffer(num_envs=1, capacity=100, heldout_fraction=0.0, seed=0)
+    fill(buf, [(2, TERMINATED), (6, RUNNING)])
+    rng = np.random.default_rng(0)
+    a, b = buf.sample(6, 4, heldout=False, rng=rng), buf.sample(6, 4, heldout=False, rng=rng)
+    assert a.absorbing.any() or b.absorbing.any()  # starts 0-1 pad the 2-step terminated episode
+    data = PreferenceData()
+    data.add(a, b, np.array([1.0, 0.0, 0.5, math.nan, 1.0, 0.0]))  # the NaN (a skip) is dropped
+    # expected: the ensemble-mean reward of each kept step, absorbing steps scored as r̂_abs
+    keep = [0, 1, 2, 4, 5]
+    r_abs = float(model.absorbing_reward().mean())
+    per_step = []
+    for seg in (a, b):
+        live = model.predict(seg.obs[keep], seg.actions[keep]).mean(0)
+        per_step.append(np.where(seg.absorbing[keep], r_abs, live).ravel())
+    values = np.concatenate(per_step)
+    moments = reward_moments(model, data)
+    assert moments.count == 2 * 5 * 4
+    assert moments.mean == pytest.approx(values.mean(), abs=1e-6)
+    assert moments.std == pytest.approx(values.std(ddof=1), abs=1e-6)
