@@ -146,6 +146,10 @@ class ControlConfig:
     """Gradient-norm clip of the agent."""
     hidden: int = 64
     """Hidden units of the actor and the critic (two tanh layers each)."""
+    obs_norm: bool = False
+    """Standardise the agent's observations by the running mean/std of all it has seen (updated after
+    each iteration's PPO update, so a rollout and its update read the same inputs; clipped to ±10);
+    the usual setting for MuJoCo tasks."""
     eval_episodes: int = 10
     """Episodes of the final deterministic policy on fresh seeds, for summary.json."""
     baseline: str | None = None
@@ -625,6 +629,8 @@ def train(cfg: ControlConfig) -> Path:
                 torch_gen,
             )
         )
+        if cfg.obs_norm:
+            agent.update_obs_stats(obs_buf)
         if episode_returns_now:
             metrics["true/episode_return"] = float(np.mean(episode_returns_now))
             metrics["true/episode_length"] = float(np.mean(episode_lengths_now))

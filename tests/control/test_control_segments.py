@@ -210,3 +210,26 @@ def test_reward_normalisation_spans_the_labelled_steps_absorbing_padding_include
     assert moments.count == 2 * 5 * 4
     assert moments.mean == pytest.approx(values.mean(), abs=1e-6)
     assert moments.std == pytest.approx(values.std(ddof=1), abs=1e-6)
+
+
+def test_agent_observation_statistics_are_exact_over_batches_and_leave_raw_input_until_set():
+    import torch
+
+    from prefloop.control.agent import ActorCritic
+    from prefloop.control.envs import EnvInfo
+
+    agent = ActorCritic(EnvInfo("x", 2, True, 2))
+    obs = torch.tensor([[1.0, -4.0], [3.0, 0.0], [5.0, 4.0], [7.0, 100.0]])
+    assert torch.equal(agent.normalize(obs), obs)  # no statistics yet: the raw observation
+    agent.update_obs_stats(obs[:1])
+    agent.update_obs_stats(obs[1:3])
+    agent.update_obs_stats(obs[3:])
+    # column 0: mean 4, population variance (9 + 1 + 1 + 9) / 4 = 5;
+    # column 1: mean 25, deviations -29, -25, -21, 75: (841 + 625 + 441 + 5625) / 4 = 1883
+    assert agent.obs_mean.tolist() == pytest.approx([4.0, 25.0])
+    assert agent.obs_var.tolist() == pytest.approx([5.0, 1883.0])
+    assert agent.obs_count.item() == 4
+    out = agent.normalize(torch.tensor([[4.0 + 2 * math.sqrt(5.0), 25.0], [1e6, -1e6]]))
+    assert out[0].tolist() == pytest.approx([2.0, 0.0], abs=1e-6)
+    assert out[1].tolist() == [10.0, -10.0]  # clipped
+    assert {"obs_mean", "obs_var", "obs_count"} <= set(agent.state_dict())  # saved with the agent
