@@ -50,6 +50,10 @@ def _mlp(n_in: int, hidden: int, n_out: int, out_gain: float) -> nn.Sequential:
 class ActorCritic(nn.Module):
     """π(a | o) and V(o) for one environment's spaces (`EnvInfo`)."""
 
+    obs_mean: torch.Tensor
+    obs_var: torch.Tensor
+    obs_count: torch.Tensor
+
     def __init__(self, info: EnvInfo, hidden: int = 64):
         super().__init__()
         self.info = info

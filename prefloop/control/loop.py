@@ -280,7 +280,11 @@ class PreferenceData:
     def __len__(self) -> int:
         return sum(len(x) for x in self.labels)
 
-    def tensors(self) -> tuple[torch.Tensor, ...]:
+    def tensors(
+        self,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
         """(obs_a, actions_a, absorbing_a, obs_b, actions_b, absorbing_b, labels) of every answered
         comparison; float32, the absorbing masks bool."""
 
