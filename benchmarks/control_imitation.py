@@ -71,17 +71,19 @@ def build_venv(venv: Path) -> Path:
 def imitation_schedule(
     total_steps: int, rollout: int, max_iterations: int = MAX_ITERATIONS
 ) -> tuple[int, int]:
-    """(num_iterations, total_timesteps) for imitation so that it trains prefloop's env steps.
+    """(num_iterations, env steps) for imitation: prefloop's env steps, in whole rollouts per round.
 
-    SB3's PPO only stops after whole rollouts (n_envs × n_steps), and imitation calls ``learn`` once
-    per iteration, so an iteration of fewer steps than a rollout still trains a whole rollout (60
-    iterations of 3,333 Pendulum steps would train 60 × 4,096). prefloop trains
-    ceil(total_steps / rollout) whole rollouts; imitation gets the same number of rollouts, split
-    into the largest number of iterations ≤ ``max_iterations`` that divides it evenly.
+    prefloop trains R = ceil(total_steps / rollout) whole rollouts. imitation trains the agent after
+    each of its num_iterations + 1 query rounds (the initial round trains too), and SB3's PPO
+    finishes every rollout it starts, so each round must be whole rollouts: the rounds are the
+    largest d ≤ max_iterations + 1 that divides R (at least 2), num_iterations = d − 1. The runner
+    turns the env steps R · rollout into imitation's ``total_timesteps`` (see imitation_runner.py).
     """
     rollouts = math.ceil(total_steps / rollout)
-    iterations = max(d for d in range(1, min(rollouts, max_iterations) + 1) if rollouts % d == 0)
-    return iterations, rollouts * rollout
+    rounds = max([d for d in range(2, min(rollouts, max_iterations + 1) + 1) if rollouts % d == 0], default=1)
+    if rounds == 1:
+        raise ValueError(f"{rollouts} rollout(s) of {rollout} steps cannot be split into imitation's rounds")
+    return rounds - 1, rollouts * rollout
 
 
 def run_imitation(out: Path, python: Path, args: argparse.Namespace, flags: list[str]) -> dict:
@@ -274,8 +276,8 @@ def main() -> None:
     r_random = float(np.mean(randoms))
     r_true = float(np.mean([r["eval_return_mean"] for r in runs["prefloop true-reward PPO"]]))
     header = (
-        f"**{args.env}**, {args.total_steps:,} env steps asked (each framework trains whole PPO rollouts: "
-        f"imitation {imitation_steps:,} in {iterations} iterations), oracle teacher, fragments of "
+        f"**{args.env}**, {args.total_steps:,} env steps asked (both train whole PPO rollouts; imitation: "
+        f"{imitation_steps:,} env steps in {iterations} iterations + the initial round), oracle teacher, fragments of "
         f"{args.fragment_length} steps, seeds {args.seeds}, {args.eval_episodes} deterministic evaluation "
         f"episodes; random policy {r_random:.1f} (= 0), prefloop true-reward PPO {r_true:.1f} (= 1); "
         f"prefloop flags: `{' '.join(args.control_args) or '(defaults)'}`"

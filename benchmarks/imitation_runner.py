@@ -19,6 +19,9 @@ performance"), with these changes so that the two frameworks see the same task:
 - the agent is stable-baselines3's PPO with the RL Zoo's tuned hyperparameters for the env
   (``ZOO_PPO``), its linear schedules annealed over the whole run's env steps (the zoo's meaning):
   SB3's own progress counter restarts at every ``learn`` call that imitation makes per iteration;
+- ``--total-steps`` is the env steps the agent trains in all: imitation trains after each of its
+  ``num_iterations`` + 1 rounds, so it is asked for n / (n + 1) of them (exact when the benchmark
+  picks n, see ``control_imitation.imitation_schedule``);
 - ``allow_variable_horizon=True``, as imitation's own ``cartpole`` config sets it (CartPole
   episodes end when the pole falls; Pendulum's always last 200 steps).
 
@@ -135,7 +138,10 @@ def train_preference(args: argparse.Namespace, venv: Any, rng: Any, done: list[i
         allow_variable_horizon=True,
         query_schedule="hyperbolic",
     )
-    trainer.train(total_timesteps=args.total_steps, total_comparisons=args.labels, callback=done.append)
+    # imitation trains total_timesteps / num_iterations steps after each of its num_iterations + 1
+    # rounds (the initial one too): ask for n / (n + 1) of the env steps to train all of them
+    total_timesteps = args.total_steps * args.num_iterations // (args.num_iterations + 1)
+    trainer.train(total_timesteps=total_timesteps, total_comparisons=args.labels, callback=done.append)
     return agent
 
 

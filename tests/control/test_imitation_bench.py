@@ -14,16 +14,22 @@ from control_labels import normalised_score
 
 
 def test_imitation_trains_prefloops_env_steps_in_whole_rollouts():
+    # imitation trains after each of its n + 1 rounds (the initial one too); a round must be whole rollouts.
     # Pendulum: 200,000 steps in rollouts of 4 × 1024 = 4,096 → ceil = 49 rollouts = 200,704 steps (what
-    # prefloop trains); 49's divisors ≤ 60 are 1, 7, 49 → 49 iterations of one rollout each.
-    assert imitation_schedule(200_000, 4096) == (49, 200_704)
+    # prefloop trains); 49's divisors in 2..61 are 7 and 49 → 49 rounds of one rollout, n = 48.
+    assert imitation_schedule(200_000, 4096) == (48, 200_704)
     # CartPole: 50,000 in rollouts of 8 × 32 = 256 → 196 = 2²·7² rollouts = 50,176 steps (prefloop's
-    # 98 × 512); divisors ≤ 60: …, 28, 49 → 49 iterations of 4 rollouts.
-    assert imitation_schedule(50_000, 256) == (49, 50_176)
-    # 61 rollouts (a prime above 60): one iteration is the only even split.
-    assert imitation_schedule(61 * 100, 100) == (1, 6100)
-    # fewer rollouts than the cap: one rollout per iteration.
-    assert imitation_schedule(1000, 256, max_iterations=60) == (4, 1024)
+    # 98 × 512); divisors in 2..61: …, 28, 49 → 49 rounds of 4 rollouts, n = 48.
+    assert imitation_schedule(50_000, 256) == (48, 50_176)
+    # 61 rollouts (prime): 61 rounds of one, n = 60 (the cap, imitation's documented 60 iterations).
+    assert imitation_schedule(61 * 100, 100) == (60, 6100)
+    # fewer rollouts than the cap: one rollout per round.
+    assert imitation_schedule(1000, 256) == (3, 1024)
+    # 67 rollouts (a prime above 61) or a single rollout: no even split into at least two rounds.
+    with pytest.raises(ValueError, match="cannot be split"):
+        imitation_schedule(67 * 100, 100)
+    with pytest.raises(ValueError, match="cannot be split"):
+        imitation_schedule(100, 256)
 
 
 def test_normalised_score_random_is_zero_true_reward_is_one():
