@@ -201,6 +201,7 @@ def main() -> None:
                 "return_std": float(returns.std()),
                 "score_mean": float(scores.mean()),
                 "score_std": float(scores.std()),
+                "returns": [float(x) for x in returns],
                 "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])),
                 "seeds": len(runs),
             }
@@ -212,13 +213,14 @@ def main() -> None:
     lines = [
         header,
         "",
-        "| run | return (mean ± std) | normalised score (mean ± std) | wall s / run |",
-        "|---|---:|---:|---:|",
+        "| run | return (mean ± std) | normalised score (mean ± std) | return per seed | wall s / run |",
+        "|---|---:|---:|---|---:|",
     ]
     for t in table:
         lines.append(
             f"| {t['run']} | {t['return_mean']:.1f} ± {t['return_std']:.1f} | "
-            f"{t['score_mean']:.2f} ± {t['score_std']:.2f} | {t['wall_s_mean']:.0f} |"
+            f"{t['score_mean']:.2f} ± {t['score_std']:.2f} | {' / '.join(f'{x:.0f}' for x in t['returns'])} | "
+            f"{t['wall_s_mean']:.0f} |"
         )
     text = "\n".join(lines)
     print(text)
