@@ -6,6 +6,11 @@ against). Discrete actions: a categorical over logits. Continuous actions: a dia
 with a state-independent log standard deviation; the sampled action is stored unclipped (its
 log-prob is the policy's) and clipped to the action bounds only when sent to the environment.
 
+Observation normalisation (``update_obs_stats``, the loop's ``--obs-norm``, for MuJoCo tasks):
+both networks read (o − μ) / √(σ² + 10⁻⁸), clipped to ±10, with μ, σ² the running mean and variance
+of every observation the loop has passed (buffers, saved with the agent). Until the first update the
+input is the raw observation.
+
 The update uses prefloop's own pure losses (`prefloop.losses.rl`): `ppo_policy_loss` and
 `value_loss` over steps laid out as [N, 1] (one row per step, T = 1, mask 1), after GAE was
 computed over episode pieces by the loop (see `prefloop.control.loop`).
@@ -45,6 +50,10 @@ def _mlp(n_in: int, hidden: int, n_out: int, out_gain: float) -> nn.Sequential:
 class ActorCritic(nn.Module):
     """π(a | o) and V(o) for one environment's spaces (`EnvInfo`)."""
 
+    obs_mean: torch.Tensor
+    obs_var: torch.Tensor
+    obs_count: torch.Tensor
+
     def __init__(self, info: EnvInfo, hidden: int = 64):
         super().__init__()
         self.info = info
@@ -52,13 +61,39 @@ class ActorCritic(nn.Module):
         self.critic = _mlp(info.obs_dim, hidden, 1, 1.0)
         self.actor = _mlp(info.obs_dim, hidden, info.action_dim, 0.01)
         self.log_std = nn.Parameter(torch.zeros(info.action_dim), requires_grad=not info.discrete)
+        self.register_buffer("obs_mean", torch.zeros(info.obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(info.obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update_obs_stats(self, obs: np.ndarray | torch.Tensor) -> None:
+        """Merge observations [N, obs_dim] into the running mean and variance (Chan et al.'s parallel
+        update: exact for any split of the stream into batches)."""
+        x = torch.as_tensor(obs, dtype=torch.float64).reshape(-1, self.info.obs_dim)
+        n = float(len(x))
+        if n == 0:
+            return
+        mean_b, var_b = x.mean(0), x.var(0, unbiased=False)
+        total = self.obs_count + n
+        delta = mean_b - self.obs_mean
+        m2 = self.obs_var * self.obs_count + var_b * n + delta**2 * self.obs_count * n / total
+        self.obs_mean += delta * n / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """The networks' input: standardised and clipped once statistics exist, else obs as it is."""
+        if self.obs_count.item() == 0:
+            return obs
+        scaled = (obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)
+        return scaled.clamp(-10.0, 10.0).to(obs.dtype)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(o): [N, obs_dim] -> [N]."""
-        return self.critic(obs).squeeze(-1)
+        return self.critic(self.normalize(obs)).squeeze(-1)
 
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        out = self.actor(obs)
+        out = self.actor(self.normalize(obs))
         if self.info.discrete:
             return torch.distributions.Categorical(logits=out)
         return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))

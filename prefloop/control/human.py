@@ -152,7 +152,7 @@ class ClipTeacher:
             self._post(r)
             prefs = self._wait(r)
             with np.load(self.dir / f"round-{r:04d}.npz") as z:
-                a, b = (SegmentBatch(*(z[f"{side}_{k}"] for k in SEGMENT_FIELDS)) for side in ("a", "b"))
+                a, b = (SegmentBatch(**{k: z[f"{side}_{k}"] for k in SEGMENT_FIELDS}) for side in ("a", "b"))
             out.append((a, b, prefs))
         return out
 
@@ -285,7 +285,7 @@ class ClipTeacher:
         return call(self.client, self.url, method, path, **kwargs)
 
 
-SEGMENT_FIELDS = ("obs", "actions", "rewards", "episodes")
+SEGMENT_FIELDS = ("obs", "actions", "rewards", "episodes", "absorbing")
 
 
 class ServerUnreachable(ControlError):

@@ -18,10 +18,10 @@ Preferences"; Lee, Smith, Dragan & Abbeel 2021, "B-Pref" (the simulated teachers
 GAE layout: each env's rollout is cut into episode pieces, one row of a [P, T] batch per piece
 (mask 1 on its steps); the bootstrap γ·V(s') after a piece's last step is folded into that step's
 reward, since `gae` takes V = 0 past a row's end. V(s') is the critic's value of the next (or
-time-limit final) observation when the piece was cut, and the absorbing value r̂(o_T, a_T)/(1 − γ)
-when the episode terminated (0 for the true reward): after termination the episode sits in an
-absorbing state that repeats its last step, exactly how terminated segments are padded for the
-teacher and the predictor (`segments.py`). This keeps the agent's objective invariant to a shift
+time-limit final) observation when the piece was cut, and the absorbing value r̂_abs/(1 − γ) when the
+episode terminated (0 for the true reward): after termination the episode sits in the absorbing
+state, which pads terminated segments for the teacher and the predictor (`segments.py`) and is one
+input of the predictor (`reward_model.py`). This keeps the agent's objective invariant to a shift
 of r̂ (Bradley–Terry cannot identify one). The PPO losses then see steps flattened to [N, 1].
 
 Deviations and choices where the paper is silent: see docs/algorithms/control.md.
@@ -99,8 +99,9 @@ class ControlConfig:
     """τ of the label rate ∝ 1/(1 + t/τ), as a fraction of total_steps."""
     ensemble_size: int = 3
     """Reward predictors in the ensemble (each on its own bootstrap resample)."""
-    reward_obs_norm: bool = False
-    """Standardise the predictor's observations by the first labelled rollout's mean and std (not yet measured)."""
+    reward_obs_norm: bool = True
+    """Standardise the predictor's observations by the first labelled rollout's mean and std (fixed from
+    then on); --no-reward-obs-norm feeds them raw."""
     reward_hidden: int = 64
     """Hidden units of each reward MLP (two layers)."""
     reward_lr: float = 1e-3
@@ -145,6 +146,10 @@ class ControlConfig:
     """Gradient-norm clip of the agent."""
     hidden: int = 64
     """Hidden units of the actor and the critic (two tanh layers each)."""
+    obs_norm: bool = False
+    """Standardise the agent's observations by the running mean/std of all it has seen (updated after
+    each iteration's PPO update, so a rollout and its update read the same inputs; clipped to ±10);
+    the usual setting for MuJoCo tasks."""
     eval_episodes: int = 10
     """Episodes of the final deterministic policy on fresh seeds, for summary.json."""
     baseline: str | None = None
@@ -275,17 +280,30 @@ class PreferenceData:
     def __len__(self) -> int:
         return sum(len(x) for x in self.labels)
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(obs_a, actions_a, obs_b, actions_b, labels) of every answered comparison, float32."""
+    def tensors(
+        self,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
+        """(obs_a, actions_a, absorbing_a, obs_b, actions_b, absorbing_b, labels) of every answered
+        comparison; float32, the absorbing masks bool."""
 
         def cat(parts: list[np.ndarray]) -> torch.Tensor:
             return torch.as_tensor(np.concatenate(parts), dtype=torch.float32)
 
+        def absorbing(segs: list[SegmentBatch]) -> torch.Tensor:
+            masks = [
+                s.absorbing if s.absorbing is not None else np.zeros(s.rewards.shape, bool) for s in segs
+            ]
+            return torch.as_tensor(np.concatenate(masks), dtype=torch.bool)
+
         return (
             cat([s.obs for s in self.a]),
             cat([s.actions for s in self.a]),
+            absorbing(self.a),
             cat([s.obs for s in self.b]),
             cat([s.actions for s in self.b]),
+            absorbing(self.b),
             cat(self.labels),
         )
 
@@ -295,7 +313,28 @@ class PreferenceData:
 
 def predicted_returns(ensemble: RewardEnsemble, seg: SegmentBatch) -> np.ndarray:
     """[M, K] summed predicted rewards of K segments."""
-    return ensemble.predict(seg.obs, seg.actions).sum(-1)
+    return ensemble.predict(seg.obs, seg.actions, seg.absorbing).sum(-1)
+
+
+def reward_moments(ensemble: RewardEnsemble, data: PreferenceData) -> RunningMoments:
+    """Mean and std of the ensemble's mean per-step reward over every step of the labelled segments,
+    their absorbing padding included: the normalisation of the agent's reward until the next refit.
+
+    Not the rollout's statistics: once the policy rarely fails, the rollout holds only live steps, whose
+    predicted rewards the tied comparisons of non-failing segments flatten; their small std would blow
+    the absorbing value r̂_abs/(1 − γ) up to thousands and swamp the critic (measured on CartPole with
+    100 labels: value errors of 10⁶ and a policy stuck near 150). The labelled segments keep the early
+    failures, so the scale stays that of the gap between living and ending."""
+    obs_a, act_a, abs_a, obs_b, act_b, abs_b, _ = data.tensors()
+    steps = np.concatenate(
+        [
+            ensemble.predict(obs_a.numpy(), act_a.numpy(), abs_a.numpy()).mean(0).ravel(),
+            ensemble.predict(obs_b.numpy(), act_b.numpy(), abs_b.numpy()).mean(0).ravel(),
+        ]
+    )
+    moments = RunningMoments()
+    moments.update(steps.tolist())
+    return moments
 
 
 def ask(
@@ -331,7 +370,17 @@ def heldout_agreement(
     b = buffer.sample(cfg.eval_pairs, cfg.segment_length, heldout=True, rng=rng)
     if a is None or b is None:
         return float("nan")
-    return agreement(ensemble, a.obs, a.actions, b.obs, b.actions, a.rewards.sum(-1), b.rewards.sum(-1))
+    return agreement(
+        ensemble,
+        a.obs,
+        a.actions,
+        a.absorbing,
+        b.obs,
+        b.actions,
+        b.absorbing,
+        a.rewards.sum(-1),
+        b.rewards.sum(-1),
+    )
 
 
 @torch.no_grad()
@@ -537,7 +586,7 @@ def train(cfg: ControlConfig) -> Path:
                     )
                 )
                 trained = True
-                moments = RunningMoments()  # a new predictor: new normalisation
+                moments = reward_moments(ensemble, data)  # a new predictor: new normalisation
             metrics["labels_used"] = asked
             metrics["labels_answered"] = len(data)
             if trained:
@@ -548,9 +597,10 @@ def train(cfg: ControlConfig) -> Path:
             next_values = agent.value(torch.as_tensor(boot_obs.reshape(T * E, -1))).numpy().reshape(T, E)
         if preference:
             r_hat = ensemble.predict(obs_buf, env_act_buf).mean(0)  # [T, E]
-            moments.update(r_hat.ravel().tolist())
             rewards = (r_hat - moments.mean) / (moments.std + 1e-8)
-            absorbing = rewards / (1.0 - cfg.gamma)
+            r_absorbing = (float(ensemble.absorbing_reward().mean()) - moments.mean) / (moments.std + 1e-8)
+            absorbing = np.full_like(rewards, r_absorbing / (1.0 - cfg.gamma))
+            metrics["reward/predicted_absorbing"] = float(ensemble.absorbing_reward().mean())
             metrics["reward/predicted_mean"] = float(r_hat.mean())
         else:
             rewards, absorbing = true_rew, np.zeros_like(true_rew)
@@ -583,6 +633,8 @@ def train(cfg: ControlConfig) -> Path:
                 torch_gen,
             )
         )
+        if cfg.obs_norm:
+            agent.update_obs_stats(obs_buf)
         if episode_returns_now:
             metrics["true/episode_return"] = float(np.mean(episode_returns_now))
             metrics["true/episode_length"] = float(np.mean(episode_lengths_now))

@@ -7,7 +7,13 @@ over summed segment rewards with a 10 % random-answer rate). Members keep their 
 rounds (training continues as labels arrive); a new bootstrap resample is drawn every round.
 
 Input: the observation concatenated with the action as the env executed it (one-hot for discrete
-actions; clipped to the bounds for continuous ones).
+actions; clipped to the bounds for continuous ones) and an absorbing-state indicator. The steps that
+pad a terminated segment (`segments.py`) are the absorbing state itself, one input for every way an
+episode can end: observation and action features 0, indicator 1 (Kostrikov et al. 2019, "Discriminator-
+Actor-Critic", represent absorbing states so). Its reward r̂_abs is then one learned number, so what the
+first labels teach about ending an episode (the random policy's segments end early) carries over to
+terminal states the predictor never saw (a cart that drifts off the track instead of dropping the pole),
+where repeating the last observation would extrapolate the MLP.
 Two hidden layers of 64 leaky-ReLU units (the paper's MuJoCo predictor), a linear output.
 """
 
@@ -39,7 +45,7 @@ class RewardEnsemble(nn.Module):
             raise ValueError(f"the reward ensemble needs at least 1 member, got {members}")
         self.info = info
         self.hidden = hidden
-        n_in = info.obs_dim + info.action_dim
+        n_in = info.obs_dim + info.action_dim + 1  # + the absorbing-state indicator
         # Observations are standardised with statistics fixed once (`set_obs_scale`, from the first
         # labelled rollout), so features of small range (CartPole's pole angle) are not drowned out.
         self.register_buffer("obs_mean", torch.zeros(info.obs_dim))
@@ -61,30 +67,62 @@ class RewardEnsemble(nn.Module):
         self.obs_mean.copy_(flat.mean(0))
         self.obs_std.copy_(flat.std(0).clamp_min(1e-6) if len(flat) > 1 else torch.ones(self.info.obs_dim))
 
-    def features(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """obs [..., d] and actions [..., 1] (discrete index) or [..., a] -> [..., d + action_dim]."""
+    def features(
+        self, obs: torch.Tensor, actions: torch.Tensor, absorbing: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """obs [..., d], actions [..., 1] (discrete index) or [..., a], absorbing [...] (bool; None = no
+        step is absorbing) -> [..., d + action_dim + 1]. Absorbing steps become (0, …, 0, 1)."""
         obs = (obs - self.obs_mean) / self.obs_std
         if self.info.discrete:
-            onehot = nn.functional.one_hot(actions[..., 0].long(), self.info.action_dim).to(obs.dtype)
-            return torch.cat([obs, onehot], dim=-1)
-        return torch.cat([obs, actions.to(obs.dtype)], dim=-1)
+            act = nn.functional.one_hot(actions[..., 0].long(), self.info.action_dim).to(obs.dtype)
+        else:
+            act = actions.to(obs.dtype)
+        flag = torch.zeros_like(obs[..., :1])
+        x = torch.cat([obs, act, flag], dim=-1)
+        if absorbing is not None:
+            mask = torch.as_tensor(absorbing, dtype=torch.bool)[..., None]
+            x = torch.where(mask, self.absorbing_features(), x)
+        return x
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        x = self.features(obs, actions)
+    def absorbing_features(self) -> torch.Tensor:
+        """The absorbing state's input: zero observation and action features, indicator 1."""
+        x = torch.zeros(self.info.obs_dim + self.info.action_dim + 1, device=self.obs_mean.device)
+        x[-1] = 1.0
+        return x
+
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor, absorbing: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.features(obs, actions, absorbing)
         return torch.stack([m(x).squeeze(-1) for m in self.members])
 
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """Per-member rewards [M, ...] of steps obs [..., d], actions [..., a] (numpy in, numpy out)."""
-        out = self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(actions, dtype=torch.float32))
+    def predict(
+        self, obs: np.ndarray, actions: np.ndarray, absorbing: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Per-member rewards [M, ...] of steps obs [..., d], actions [..., a], absorbing [...] (numpy in,
+        numpy out)."""
+        out = self(
+            torch.as_tensor(obs, dtype=torch.float32),
+            torch.as_tensor(actions, dtype=torch.float32),
+            None if absorbing is None else torch.as_tensor(absorbing, dtype=torch.bool),
+        )
         return out.numpy()
+
+    @torch.no_grad()
+    def absorbing_reward(self) -> np.ndarray:
+        """Per-member reward [M] of the absorbing state (after termination)."""
+        x = self.absorbing_features()
+        return torch.stack([m(x).squeeze(-1) for m in self.members]).numpy()
 
     def fit(
         self,
         obs_a: torch.Tensor,
         act_a: torch.Tensor,
+        abs_a: torch.Tensor,
         obs_b: torch.Tensor,
         act_b: torch.Tensor,
+        abs_b: torch.Tensor,
         labels: torch.Tensor,
         optimizers: Sequence[torch.optim.Optimizer],
         epochs: int,
@@ -94,14 +132,14 @@ class RewardEnsemble(nn.Module):
     ) -> dict[str, float]:
         """Train every member for ``epochs`` passes over its own bootstrap resample of the N labels.
 
-        obs_a/obs_b [N, L, d], act_a/act_b [N, L, a], labels [N]. Returns the members' mean loss and
+        obs_a/obs_b [N, L, d], act_a/act_b [N, L, a], abs_a/abs_b [N, L] (absorbing steps), labels [N]. Returns the members' mean loss and
         accuracy on their last epoch (reward/loss, reward/train_accuracy)."""
         n = len(labels)
         losses, accs = [], []
         for member, opt in zip(self.members, optimizers):
             sample = torch.as_tensor(rng.integers(0, n, size=n))
-            feats_a = self.features(obs_a[sample], act_a[sample])
-            feats_b = self.features(obs_b[sample], act_b[sample])
+            feats_a = self.features(obs_a[sample], act_a[sample], abs_a[sample])
+            feats_b = self.features(obs_b[sample], act_b[sample], abs_b[sample])
             y = labels[sample]
             for epoch in range(epochs):
                 order = torch.as_tensor(rng.permutation(n))
@@ -126,13 +164,13 @@ class RewardEnsemble(nn.Module):
         }
 
 
-def agreement(ensemble: RewardEnsemble, a_obs, a_act, b_obs, b_act, true_a, true_b) -> float:
+def agreement(ensemble: RewardEnsemble, a_obs, a_act, a_abs, b_obs, b_act, b_abs, true_a, true_b) -> float:
     """Share of pairs with different true returns whose mean predicted returns order them the same.
 
-    a_obs/b_obs [K, L, d], a_act/b_act [K, L, a], true_a/true_b [K] summed true rewards. NaN when
-    every pair has equal true returns."""
-    pred_a = ensemble.predict(a_obs, a_act).mean(0).sum(-1)
-    pred_b = ensemble.predict(b_obs, b_act).mean(0).sum(-1)
+    a_obs/b_obs [K, L, d], a_act/b_act [K, L, a], a_abs/b_abs [K, L] absorbing steps, true_a/true_b [K]
+    summed true rewards. NaN when every pair has equal true returns."""
+    pred_a = ensemble.predict(a_obs, a_act, a_abs).mean(0).sum(-1)
+    pred_b = ensemble.predict(b_obs, b_act, b_abs).mean(0).sum(-1)
     differ = true_a != true_b
     if not differ.any():
         return float("nan")

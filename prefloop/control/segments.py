@@ -4,11 +4,12 @@ Segments (Christiano et al. 2017 §2.1; B-Pref) are L consecutive steps (o_t, a_
 The buffer keeps each environment's recent steps as one stream; a segment starts at a step drawn
 uniformly from the stream. When the episode has fewer than L steps left:
 
-- it *terminated* (the pole fell): the segment is padded by repeating its last step, and the
-  repeats carry true reward 0 — the episode is in an absorbing state after termination, where
-  the environment pays nothing. The reward predictor scores the repeats like any step, so it
-  learns what ending an episode is worth; the agent's GAE bootstraps a terminated episode with
-  the same absorbing value (`prefloop.control.loop`).
+- it *terminated* (the pole fell): the segment is padded with the absorbing state the episode is
+  in after termination, where the environment pays nothing (true reward 0). The padding steps
+  repeat the last step's observation and action (what a clip shows) and are marked in
+  ``absorbing``; the reward predictor reads them as its single absorbing-state input
+  (`reward_model.py`), so it learns what ending an episode is worth, and the agent's GAE
+  bootstraps a terminated episode with that same absorbing value (`prefloop.control.loop`).
 - it was cut by the time limit or by the end of the buffer: the start is moved back inside the
   episode so the segment ends on its last known step; if the whole episode piece is still shorter
   than L, the last step is repeated with its own true reward (the episode had not ended).
@@ -61,9 +62,9 @@ RUNNING, TERMINATED, TRUNCATED = 0, 1, 2
 
 @dataclass
 class SegmentBatch:
-    """K segments of L steps: obs [K, L, d], actions [K, L, a], true rewards [K, L], episode ids [K];
-    when the buffer recorded frames: frames[k][t] (encoded images) and absorbing [K, L] (True on
-    the repeats that pad a terminated episode)."""
+    """K segments of L steps: obs [K, L, d], actions [K, L, a], true rewards [K, L], episode ids [K],
+    absorbing [K, L] (True on the steps that pad a terminated episode: the absorbing state); when the
+    buffer recorded frames: frames[k][t] (encoded images)."""
 
     obs: np.ndarray
     actions: np.ndarray
@@ -87,7 +88,7 @@ class SegmentBatch:
         )
 
     def without_frames(self) -> SegmentBatch:
-        return SegmentBatch(self.obs, self.actions, self.rewards, self.episodes)
+        return SegmentBatch(self.obs, self.actions, self.rewards, self.episodes, absorbing=self.absorbing)
 
 
 class SegmentBuffer:

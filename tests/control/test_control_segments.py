@@ -50,6 +50,12 @@ def test_short_episodes_are_padded_cut_ones_shifted_back():
         len(seen) == 3 + 1 + 6
     )  # starts 0-2 | 3-4 (both → 3) | 5-14 (→ 5-10): every segment the rules allow
     assert segs.obs.shape == (400, 5, 2) and segs.rewards.shape == (400, 5)
+    # absorbing = exactly the padding of the terminated episode (not the cut episode's repeats)
+    marks = {tuple(o): tuple(a) for o, a in zip(segs.obs[:, :, 0].astype(int), segs.absorbing.astype(int))}
+    assert marks[(0, 1, 2, 2, 2)] == (0, 0, 0, 1, 1)
+    assert marks[(2, 2, 2, 2, 2)] == (0, 1, 1, 1, 1)
+    assert marks[(3, 4, 4, 4, 4)] == (0, 0, 0, 0, 0)
+    assert not segs.absorbing[[o[0] >= 5 for o in segs.obs[:, :, 0].astype(int)]].any()
 
 
 def test_segments_longer_than_the_buffer_and_empty_buffers_do_not_crash():
@@ -151,5 +157,79 @@ def test_reward_model_input_standardisation_is_fixed_once():
     assert feats[:, :2].flatten().tolist() == pytest.approx(
         [-0.7071068, -0.7071068, 0.7071068, 0.7071068], abs=1e-5
     )
-    assert feats[:, 2:].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # one-hot actions
+    assert feats[:, 2:4].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # one-hot actions
+    assert feats[:, 4].tolist() == [0.0, 0.0]  # not absorbing
     assert set(model.state_dict()) >= {"obs_mean", "obs_std"}  # saved with the model
+
+
+def test_the_absorbing_state_is_one_input_whatever_the_last_observation():
+    import torch
+
+    from prefloop.control.envs import EnvInfo
+    from prefloop.control.reward_model import RewardEnsemble
+
+    torch.manual_seed(0)
+    model = RewardEnsemble(EnvInfo("x", 2, True, 2), members=2)
+    obs = torch.tensor([[[0.1, 5.0], [3.0, -2.0]]])  # [1, 2 steps, d]: different last observations
+    actions = torch.tensor([[[1.0], [0.0]]])
+    feats = model.features(obs, actions, torch.tensor([[False, True]]))
+    assert feats[0, 1].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]  # zero obs and action features, flag 1
+    assert feats[0, 0, 4].item() == 0.0 and feats[0, 0, :2].tolist() == pytest.approx([0.1, 5.0])
+    # every absorbing step, after any observation, scores r̂_abs of `absorbing_reward`
+    both = model.predict(obs.numpy()[0], actions.numpy()[0], np.array([True, True]))  # [M, 2]
+    assert both[:, 0] == pytest.approx(both[:, 1]) and both[:, 0] == pytest.approx(model.absorbing_reward())
+    plain = model.predict(obs.numpy()[0], actions.numpy()[0])  # no mask: nothing is absorbing
+    assert not np.allclose(plain[:, 0], plain[:, 1])
+
+
+def test_reward_normalisation_spans_the_labelled_steps_absorbing_padding_included():
+    import torch
+
+    from prefloop.control.envs import EnvInfo
+    from prefloop.control.loop import PreferenceData, reward_moments
+    from prefloop.control.reward_model import RewardEnsemble
+
+    torch.manual_seed(0)
+    model = RewardEnsemble(EnvInfo("x", 2, True, 2), members=2)
+    buf = SegmentBuffer(num_envs=1, capacity=100, heldout_fraction=0.0, seed=0)
+    fill(buf, [(2, TERMINATED), (6, RUNNING)])
+    rng = np.random.default_rng(0)
+    a, b = buf.sample(6, 4, heldout=False, rng=rng), buf.sample(6, 4, heldout=False, rng=rng)
+    assert a.absorbing.any() or b.absorbing.any()  # starts 0-1 pad the 2-step terminated episode
+    data = PreferenceData()
+    data.add(a, b, np.array([1.0, 0.0, 0.5, math.nan, 1.0, 0.0]))  # the NaN (a skip) is dropped
+    # expected: the ensemble-mean reward of each kept step, absorbing steps scored as r̂_abs
+    keep = [0, 1, 2, 4, 5]
+    r_abs = float(model.absorbing_reward().mean())
+    per_step = []
+    for seg in (a, b):
+        live = model.predict(seg.obs[keep], seg.actions[keep]).mean(0)
+        per_step.append(np.where(seg.absorbing[keep], r_abs, live).ravel())
+    values = np.concatenate(per_step)
+    moments = reward_moments(model, data)
+    assert moments.count == 2 * 5 * 4
+    assert moments.mean == pytest.approx(values.mean(), abs=1e-6)
+    assert moments.std == pytest.approx(values.std(ddof=1), abs=1e-6)
+
+
+def test_agent_observation_statistics_are_exact_over_batches_and_leave_raw_input_until_set():
+    import torch
+
+    from prefloop.control.agent import ActorCritic
+    from prefloop.control.envs import EnvInfo
+
+    agent = ActorCritic(EnvInfo("x", 2, True, 2))
+    obs = torch.tensor([[1.0, -4.0], [3.0, 0.0], [5.0, 4.0], [7.0, 100.0]])
+    assert torch.equal(agent.normalize(obs), obs)  # no statistics yet: the raw observation
+    agent.update_obs_stats(obs[:1])
+    agent.update_obs_stats(obs[1:3])
+    agent.update_obs_stats(obs[3:])
+    # column 0: mean 4, population variance (9 + 1 + 1 + 9) / 4 = 5;
+    # column 1: mean 25, deviations -29, -25, -21, 75: (841 + 625 + 441 + 5625) / 4 = 1883
+    assert agent.obs_mean.tolist() == pytest.approx([4.0, 25.0])
+    assert agent.obs_var.tolist() == pytest.approx([5.0, 1883.0])
+    assert agent.obs_count.item() == 4
+    out = agent.normalize(torch.tensor([[4.0 + 2 * math.sqrt(5.0), 25.0], [1e6, -1e6]]))
+    assert out[0].tolist() == pytest.approx([2.0, 0.0], abs=1e-6)
+    assert out[1].tolist() == [10.0, -10.0]  # clipped
+    assert {"obs_mean", "obs_var", "obs_count"} <= set(agent.state_dict())  # saved with the agent
