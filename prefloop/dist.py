@@ -11,7 +11,8 @@ runs alone or as one rank of many:
 - `backward(loss, model, last)`: gradient sync only on the last micro-batch of a step.
 - `step(model, optimizer, max_grad_norm)`: clip over all ranks / shards and update.
 - `reduce_metrics(parts)`: count-weighted means over every rank's micro-batches.
-- `is_main`, `barrier`, `gather_object`: rank 0 writes logs and checkpoints; the others wait.
+- `is_main`, `barrier`, `gather_object`, `broadcast_object`: rank 0 writes logs and checkpoints
+  (and does what must happen once, e.g. ask a teacher); the others wait.
 - `full_model(model)`: the whole trained model on rank 0 (gathered from the shards where sharded).
 - `trainable_state`, `optimizer_state`, `save_engine_state`, `checkpoint_meta`, `check_resume`:
   checkpoints (below).
@@ -144,6 +145,14 @@ class Dist:
         out: list[Any] = [None] * self.world_size
         torch.distributed.all_gather_object(out, obj)
         return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (the others' `obj` is ignored; pass None)."""
+        if self.world_size == 1:
+            return obj
+        box = [obj if self.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
     def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
         """Element-wise sum of `t` over all ranks (a new tensor on `t`'s device; `t` itself alone)."""

@@ -31,7 +31,9 @@ Weights (`update_weights`): the full weights, as a state dict under Hugging Face
 transformers model (a PEFT one is merged first: W + ΔW of each LoRA layer, computed without
 touching the trainer's weights), go through vLLM's in-place reload (the worker's
 ``reload_weights``: the model's own ``load_weights``, then the backend's weight processing),
-then the prefix cache is reset (cached KV blocks were computed with the old weights). A
+then the prefix cache is reset (cached KV blocks were computed with the old weights), all
+within `sync_timeout_s` (`reload_weights`: a sync that does not complete raises
+`prefloop.dist.WeightSyncError` naming the engine's rank, as the Ray and HTTP syncs do). A
 subset of the weights is left to vLLM's layer-wise reload and was not tested.
 Adapter-only transfer (vLLM LoRA requests), sleep/wake, the
 NCCL/IPC weight-transfer engines and server mode are GPU features and are not implemented here:
@@ -49,7 +51,7 @@ from typing import Any, cast
 from prefloop.data.records import PromptText
 from prefloop.generation.base import Completion, FinishReason, group_by_prompt
 
-__all__ = ["SUPPORTED_VLLM", "VLLMGenerator", "VLLMNotInstalledError", "merged_state_dict"]
+__all__ = ["SUPPORTED_VLLM", "VLLMGenerator", "VLLMNotInstalledError", "merged_state_dict", "reload_weights"]
 
 SUPPORTED_VLLM = ">=0.32,<0.33"
 """The vLLM releases this backend was written against (`prefloop[vllm]` pins the same range)."""
@@ -121,12 +123,15 @@ class VLLMGenerator:
         max_model_len: int | None = 2048,
         kv_cache_gib: float = 1.0,
         engine_options: Mapping[str, Any] | None = None,
+        sync_timeout_s: float = 120.0,
+        name: str = "vLLM engine",
     ):
         """`model`: a model directory or a name `prefloop.models.load.resolve_model` knows
         ("default" is the embedded SmolLM2); `tokenizer`: the trainer's (default: the model's,
         prepared as `load_tokenizer` does); `kv_cache_gib`: the engine's KV-cache memory (a fixed
         size, not a fraction of the device: the trainer shares the memory); `engine_options`:
-        more `vllm.LLM` arguments."""
+        more `vllm.LLM` arguments; `sync_timeout_s`: the deadline of each `update_weights`;
+        `name`: who this engine is in errors (the training loop says which rank)."""
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if not 0 < top_p <= 1:
@@ -143,6 +148,7 @@ class VLLMGenerator:
         self.max_prompt_length = max_prompt_length
         self.stop_ids = stop_token_ids(self.tokenizer)
         self._seed, self._calls = seed, 0
+        self.sync_timeout_s, self.name = sync_timeout_s, name
         # The engine core in this process: weight reloads hand it the tensors without pickling.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         options: dict[str, Any] = {
@@ -207,14 +213,7 @@ class VLLMGenerator:
                 f"update_weights takes a torch module or a state dict, got {type(weights).__name__}"
             )
         items = [(name, tensor.detach().to("cpu")) for name, tensor in state.items()]
-        # vLLM's in-place reload: each layer back to its checkpoint layout, the model's own
-        # load_weights (fused qkv / gate_up), then the backend's weight processing again. The
-        # model's load_weights alone fails on the CPU backend, whose processed weights no longer
-        # carry their loaders ("'Parameter' object has no attribute 'weight_loader'").
-        self.llm.collective_rpc(
-            "reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True}
-        )
-        self.llm.reset_prefix_cache()
+        reload_weights(self.llm, items, self.sync_timeout_s, self.name)
 
     def rng_state(self) -> dict[str, int]:
         """The random stream of `generate(seed=None)`: the constructor's seed and the calls so far."""
@@ -260,6 +259,39 @@ class VLLMGenerator:
             finish_reason=cast(FinishReason, reason),
             prompt_index=prompt_index,
         )
+
+
+def reload_weights(
+    llm: Any, items: list[tuple[str, Any]], timeout_s: float, name: str = "vLLM engine"
+) -> None:
+    """Load `items` ((Hugging Face name, CPU tensor) pairs) into the engine `llm` in place and reset
+    its prefix cache, within `timeout_s`; else `prefloop.dist.WeightSyncError` naming `name`.
+
+    vLLM's in-place reload: each layer back to its checkpoint layout, the model's own
+    load_weights (fused qkv / gate_up), then the backend's weight processing again. The model's
+    load_weights alone fails on the CPU backend, whose processed weights no longer carry their
+    loaders ("'Parameter' object has no attribute 'weight_loader'"). The reload runs in a helper
+    thread (`prefloop.dist.with_deadline`): a reload that never returns (a worker stuck in a
+    collective with a dead peer, a device out of memory that waits) becomes the named error
+    instead of a silent hang. The engine is then in an unknown state: the run stops there.
+    An error the engine raises comes through as it is.
+    """
+    from prefloop.dist import WeightSyncError, with_deadline
+
+    size_mib = sum(t.numel() * t.element_size() for _, t in items) / 2**20
+
+    def reload() -> None:
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items, "is_checkpoint_format": True})
+        llm.reset_prefix_cache()  # its KV blocks were computed with the old weights
+
+    with_deadline(
+        reload,
+        timeout_s,
+        f"{name}: weight sync (vLLM reload_weights of {len(items)} tensors, {size_mib:.1f} MiB) did not "
+        f"complete within {timeout_s:g} s; check the engine's log for a stuck worker (a collective waiting "
+        "on another rank, a device out of memory), or raise --sync-timeout-s for large models",
+        WeightSyncError,
+    )
 
 
 @contextlib.contextmanager

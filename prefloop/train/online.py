@@ -95,7 +95,7 @@ class OnlineConfig(TrainConfig):
     ray_reward_workers: int = 1
     """Reward actors with --ray; completions are split across them."""
     sync_timeout_s: float = 120.0
-    """Deadline of each weight sync to the rollout actors (a WeightSyncError names the actor that missed it)."""
+    """Deadline of each weight sync to the rollout actors (--ray) or the in-process vLLM engine (--generator vllm); a WeightSyncError names the actor or rank that missed it."""
     tis: Literal["auto", "on", "off"] = "auto"
     """Truncated importance sampling: weight each token's advantage by min(π_old/q_generator, tis_cap); 'auto': on with --ray or --generator vllm (the generator is not the trainer)."""
     tis_cap: float = 2.0
@@ -624,17 +624,33 @@ def _seeded_permutation(n: int, *keys: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def prompt_seed(seed: int, step: int, position: int) -> int:
-    """The sampling seed of the prompt at `position` in rollout step `step` (`prompt_seeds`)."""
+def prompt_seed(seed: int, step: int, position: int, stream: int = 0) -> int:
+    """The sampling seed of the prompt at `position` in rollout step `step` (`prompt_seeds`).
+
+    `stream` > 0 gives another, independent seed for the same prompt (a loop that draws a second
+    kind of sample per prompt, e.g. Nash-MD's alternative reply); stream 0 is the completions'."""
     mixed = 0
-    for k in (seed, step, position):
+    for k in (seed, step, position, *((stream,) if stream else ())):
         mixed = (mixed * 1_000_003 + k) % (2**62)
     return mixed
 
 
-def _sample(generator, prompts: list, k: int, first: int, seeds: int | None, step: int) -> list:
+def per_prompt_seeds(prompt_seeds: str, seed: int, world_size: int) -> int | None:
+    """The run seed `sample_completions` derives each prompt's seed from, or None (one seeded stream).
+
+    'on': per-prompt seeds; 'off': one stream (refused with several processes, whose shares
+    would then depend on the number of processes); 'auto': per-prompt seeds with several."""
+    if prompt_seeds == "off" and world_size > 1:
+        raise TrainError(
+            f"{world_size} processes: each samples its share of a step's prompts with per-prompt "
+            "seeds; --prompt-seeds off needs one process"
+        )
+    return seed if prompt_seeds == "on" or (prompt_seeds == "auto" and world_size > 1) else None
+
+
+def sample_completions(generator, prompts: list, k: int, first: int, seeds: int | None, step: int) -> list:
     """K completions of each prompt, prompt-major; `prompts` sit at positions `first`, `first`+1, ...
-    of the step. `seeds` (the run's seed): each prompt sampled with its own `prompt_seed`."""
+    of the step. `seeds` (`per_prompt_seeds`): each prompt sampled with its own `prompt_seed`."""
     if seeds is None:
         return generator.generate(prompts, k)
     out = []
@@ -643,6 +659,19 @@ def _sample(generator, prompts: list, k: int, first: int, seeds: int | None, ste
             c.prompt_index = j
             out.append(c)
     return out
+
+
+def gather_shares(dist, first: int, local: list, *aligned: list) -> tuple[list, ...]:
+    """The whole step's completions, in prompt order, on every rank, from each rank's share.
+
+    `local`: this rank's completions of the step's prompts `first`, `first`+1, ...; their
+    `prompt_index` is moved by `first` to the place among the step's prompts. `aligned`: lists
+    that go with them (one entry per completion, or empty: scores, alternative replies), gathered alike.
+    Returns (completions, *aligned)."""
+    for c in local:
+        c.prompt_index += first
+    parts = dist.gather_object((local, *aligned))
+    return tuple([x for part in parts for x in part[i]] for i in range(1 + len(aligned)))
 
 
 def _generator_options(cfg: OnlineConfig) -> dict[str, Any]:
@@ -686,13 +715,20 @@ def _ray_generation(cfg: OnlineConfig, reward):
     return generator, reward
 
 
-def _vllm_generator(cfg: OnlineConfig, tokenizer):
+def _vllm_generator(cfg: OnlineConfig, tokenizer, rank: int):
     """An in-process vLLM engine over the policy's starting weights (`prefloop.generation.vllm`)."""
     from prefloop.generation.vllm import VLLMGenerator
 
     options = _generator_options(cfg)
     del options["batch_size"], options["progress"]  # vLLM schedules its own batches
-    return VLLMGenerator(cfg.model, tokenizer, dtype=cfg.dtype, **options)
+    return VLLMGenerator(
+        cfg.model,
+        tokenizer,
+        dtype=cfg.dtype,
+        sync_timeout_s=cfg.sync_timeout_s,
+        name=f"rank {rank} (in-process vLLM engine)",
+        **options,
+    )
 
 
 def _read_prompts(path: str):
@@ -748,6 +784,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         load_policy,
         prepare_output_dir,
         prepare_trainable,
+        process,
         save_final,
         start_run,
     )
@@ -786,7 +823,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
     reference = Reference(policy, lora=cfg.lora, copy_policy=True)
     generator: Any
     if cfg.generator == "vllm":  # an in-process engine; it gets the weights after every update
-        generator = _vllm_generator(cfg, tokenizer)
+        generator = _vllm_generator(cfg, tokenizer, process(cfg).rank)
     else:
         generator = HFGenerator(policy, tokenizer, **_generator_options(cfg))
     if cfg.ray:  # rollout and reward actors; weights go to the rollout actors after every update
@@ -834,14 +871,12 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         shards_rollouts=True,
     )
     dist = run.dist
-    if dist.world_size > 1 and (cfg.ray or cfg.prompt_seeds == "off"):
+    if dist.world_size > 1 and cfg.ray:
         raise TrainError(
-            f"{dist.world_size} processes: online loops shard their prompts across processes with "
-            "per-prompt seeds; --ray and --prompt-seeds off need one process"
+            f"{dist.world_size} processes: online loops shard their prompts across processes; "
+            "--ray needs one process"
         )
-    seeds = (
-        cfg.seed if cfg.prompt_seeds == "on" or (cfg.prompt_seeds == "auto" and dist.world_size > 1) else None
-    )
+    seeds = per_prompt_seeds(cfg.prompt_seeds, cfg.seed, dist.world_size)
     if run.restored:
         generator.set_rng_state(run.restored["generator"])
         controller.load_state_dict(run.restored["kl_controller"])
@@ -861,7 +896,7 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         lo, hi = dist.share(len(picked))
         mine = picked[lo:hi]
         tick = time.perf_counter()
-        local = _sample(generator, [p.prompt for p in mine], cfg.num_generations, lo, seeds, step)
+        local = sample_completions(generator, [p.prompt for p in mine], cfg.num_generations, lo, seeds, step)
         timings["time/generate_s"] = time.perf_counter() - tick
 
         # 3. rewards of this rank's completions
@@ -874,13 +909,8 @@ def train(cfg: OnlineConfig, records=None, reward=None, algorithm: str | None = 
         local_watched = (
             call_reward(watch, prompt_texts, texts, meta=meta, batch=step + 1) if watch is not None else []
         )
-        for c in local:
-            c.prompt_index += lo  # its place among the step's prompts
-        completions, raw, watched = [], [], []  # the whole rollout, in prompt order, on every rank
-        for part in dist.gather_object((local, local_raw, local_watched)):
-            completions += part[0]
-            raw += part[1]
-            watched += part[2]
+        # the whole rollout, in prompt order, on every rank
+        completions, raw, watched = gather_shares(dist, lo, local, local_raw, local_watched)
         roll = build_rollout(completions, cfg.num_generations)
         n = len(completions)
         own = range(lo * cfg.num_generations, hi * cfg.num_generations)  # this rank's sequences

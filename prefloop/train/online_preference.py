@@ -19,6 +19,17 @@ start model (the adapter-disabled base with LoRA, else a frozen copy), computed 
 Shapes: a step's batch is B prompts; online DPO forms ≤ B pairs (ties and skips are dropped)
 and runs one forward over [2·pairs, T]; Nash-MD runs one over [B, T] (y only; y' is not trained on).
 
+Several processes (`accelerate launch` with the DDP config; `prefloop.dist`), as the online-RL
+loop: rank r of W samples the r-th contiguous share of the step's B prompts (its replies and,
+for Nash-MD, the alternatives), with per-prompt seeds (`prompt_seeds`; `prompt_seed` of the run
+seed, the step and the prompt's place), so a prompt's samples are those one process draws.
+The replies are gathered on every rank and rank 0 alone asks the teacher about the whole step
+(a stochastic teacher's random stream and an AI judge's cache are one process's, and the judge
+is loaded once); the verdicts are broadcast. Each rank then takes the loss of its own prompts'
+pairs, weighted by its share of the step's pairs (Nash-MD: prompts); the gradients are summed
+over ranks before the optimizer step, so it is the gradient of the whole step's mean loss.
+Metrics are pair- (prompt-) weighted means over ranks; rank 0 writes them, eval.json and final/.
+
 Deviations
 ----------
 - One optimizer step per batch of fresh samples (no reuse of samples across steps).
@@ -60,7 +71,9 @@ class OnlinePreferenceConfig(TrainConfig):
     max_steps: int = 20
     """Optimizer steps (each on fresh samples)."""
     batch_size: int = 4
-    """Prompts per step."""
+    """Prompts per step (with several processes, the whole step's: each process samples a contiguous share)."""
+    prompt_seeds: Literal["auto", "on", "off"] = "auto"
+    """Sample each prompt's replies with a seed of its own (from seed, step and the prompt's place in the step), so the samples do not depend on which prompts share a batch or a process; 'auto': on with several processes (required there), off alone (one seeded stream, batched across prompts)."""
     learning_rate: float = 5e-5
     """Peak learning rate (use ~5e-4 with --lora)."""
     beta: float = 0.1
@@ -82,7 +95,7 @@ class OnlinePreferenceConfig(TrainConfig):
     judge_cache: str = "judge_cache.sqlite"
     """SQLite cache of the AI judge ('' = none)."""
     reward_model: str = ""
-    """Reward model directory for --teacher reward (P(a ≻ b) = σ(r_a − r_b))."""
+    """The reward of --teacher reward (P(a ≻ b) = σ(r_a − r_b)): a `prefloop reward` directory, or any --reward spec of the online RL commands (rm:DIR, gold:NAME, MODULE:FUNCTION, FILE.py:FUNCTION, sums)."""
 
 
 def make_online_teacher(cfg: OnlinePreferenceConfig):
@@ -98,11 +111,13 @@ def make_online_teacher(cfg: OnlinePreferenceConfig):
 
         return AIJudge(make_backend(cfg.judge, device="cpu"), cache=cfg.judge_cache or None)
     if not cfg.reward_model:
-        raise TrainError("--teacher reward needs --reward-model DIR")
-    from prefloop.rewards.model import RewardModelScorer
+        raise TrainError("--teacher reward needs --reward-model DIR (or any --reward spec)")
+    from prefloop.rewards import load_reward
     from prefloop.teachers.reward import RewardTeacher
 
-    return RewardTeacher(RewardModelScorer(cfg.reward_model), name=f"reward:{Path(cfg.reward_model).name}")
+    return RewardTeacher(
+        load_reward(cfg.reward_model, device=cfg.device), name=f"reward:{Path(cfg.reward_model).name}"
+    )
 
 
 def _prompts(cfg: OnlinePreferenceConfig) -> tuple[list[Any], list[Any]]:
@@ -144,16 +159,47 @@ def _sequence_logps(model, reference, roll, ids, pad_id: int, device, cfg: Onlin
     return (policy_tok * mask).sum(-1), (ref_tok * mask).sum(-1), int(mb["attention_mask"].sum())
 
 
-def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=None) -> Path:
-    """Run online DPO or Nash-MD; returns OUTPUT/final."""
-    from prefloop.generation.hf import HFGenerator
+def _step_prompts(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Indices of the training prompts of step `step`: consecutive slices of an order reshuffled
+    (Python's `random`, seeded with `seed`) at each step that starts a new pass over the prompts.
+    A function of (seed, step) alone: every rank, and a resumed run, picks the same prompts."""
+    order, rng = list(range(n)), random.Random(seed)
+    for s in range(step + 1):
+        if (s * batch_size) % n < batch_size:
+            rng.shuffle(order)
+    return [order[(step * batch_size + i) % n] for i in range(batch_size)]
+
+
+def _alternatives(model, reference, tokenizer, prompts, first: int, seeds: int | None, step: int, cfg):
+    """Nash-MD's alternative reply to each prompt, from the geometric mixture. With per-prompt
+    seeds each prompt is drawn alone with a seed of its own (`prompt_seed`'s stream 1, apart
+    from its reply's), so the draw does not depend on the other prompts of its batch or rank."""
     from prefloop.generation.mixture import sample_geometric_mixture
+    from prefloop.train.online import prompt_seed
+
+    def draw(batch, seed):
+        return sample_geometric_mixture(
+            model, reference, tokenizer, batch, cfg.mixture, cfg.max_new_tokens, cfg.temperature, seed=seed
+        )
+
+    if seeds is None:
+        return draw(prompts, cfg.seed * 100003 + step)
+    return [draw([p], prompt_seed(seeds, step, first + j, stream=1))[0] for j, p in enumerate(prompts)]
+
+
+def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=None) -> Path:
+    """Run online DPO or Nash-MD; returns OUTPUT/final.
+
+    `teacher`: any `Teacher` (default: `make_online_teacher(cfg)`); with several processes only
+    rank 0's is asked."""
+    from prefloop.generation.hf import HFGenerator
     from prefloop.losses import dpo_loss
     from prefloop.losses.online_preference import nash_md_loss
     from prefloop.models.load import torch_dtype
     from prefloop.models.reference import Reference
     from prefloop.teachers.base import compare_many
-    from prefloop.train.online import build_rollout
+    from prefloop.train.online import build_rollout, gather_shares, per_prompt_seeds, sample_completions
+    from prefloop.train.run import process
 
     if algorithm not in ("online_dpo", "nash_md"):
         raise TrainError(f"unknown algorithm {algorithm!r}")
@@ -162,6 +208,13 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
     if cfg.max_steps < 1:
         raise TrainError(f"max_steps must be >= 1 for an online run, got {cfg.max_steps}")
     device = begin(cfg)
+    dist = process(cfg)
+    if cfg.batch_size < dist.world_size:
+        raise TrainError(
+            f"batch_size {cfg.batch_size} prompts per step on {dist.world_size} processes: "
+            "each process needs at least one prompt"
+        )
+    seeds = per_prompt_seeds(cfg.prompt_seeds, cfg.seed, dist.world_size)
     train_prompts, eval_prompts = _prompts(cfg)
     out = prepare_output_dir(cfg)
     tokenizer, model = load_policy(cfg, device)
@@ -169,7 +222,8 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
     reference = Reference(
         model, lora=cfg.lora, copy_policy=not cfg.lora, dtype=torch_dtype(cfg.dtype), device=device
     )
-    teacher = teacher if teacher is not None else make_online_teacher(cfg)
+    if teacher is None and dist.is_main:  # rank 0 alone asks the teacher
+        teacher = make_online_teacher(cfg)
     generator = HFGenerator(
         model,
         tokenizer,
@@ -182,74 +236,95 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
 
     # Before training: the start model's replies to the held-out prompts, for the final win rate.
     eval_seed = cfg.seed + 7919
-    before = [c.text for c in generator.generate(eval_prompts, 1, seed=eval_seed)] if eval_prompts else []
+    before = (
+        [c.text for c in generator.generate(eval_prompts, 1, seed=eval_seed)]
+        if eval_prompts and dist.is_main
+        else []
+    )
 
-    run = start_run(cfg, out, model, algorithm, total_steps=cfg.max_steps)
-    order = list(range(len(train_prompts)))
-    rng = random.Random(cfg.seed)
+    run = start_run(cfg, out, model, algorithm, total_steps=cfg.max_steps, shards_rollouts=True)
+    k = 2 if algorithm == "online_dpo" else 1  # replies sampled from the policy per prompt
     model.train()
     for step in range(run.start_step, run.total_steps):
         started = time.perf_counter()
-        if (step * cfg.batch_size) % len(order) < cfg.batch_size:
-            rng.shuffle(order)
-        idx = [order[(step * cfg.batch_size + i) % len(order)] for i in range(cfg.batch_size)]
-        prompts = [train_prompts[i] for i in idx]
-        if algorithm == "online_dpo":
-            completions = generator.generate(prompts, 2)  # prompt-major: 2 per prompt
+        prompts = [
+            train_prompts[i] for i in _step_prompts(len(train_prompts), cfg.batch_size, cfg.seed, step)
+        ]
+        # This rank's share of the step's prompts (all of them alone): its replies, and for
+        # Nash-MD the alternatives; then the whole step's on every rank, and rank 0 asks the teacher.
+        lo, hi = dist.share(len(prompts))
+        local = sample_completions(generator, prompts[lo:hi], k, lo, seeds, step)
+        local_alts = (
+            []
+            if algorithm == "online_dpo"
+            else _alternatives(model, reference, tokenizer, prompts[lo:hi], lo, seeds, step, cfg)
+        )
+        completions, alts = gather_shares(dist, lo, local, local_alts)
+        if algorithm == "online_dpo":  # prompt-major: 2 per prompt
             triples = [
                 (p, completions[2 * i].text, completions[2 * i + 1].text) for i, p in enumerate(prompts)
             ]
         else:
-            completions = generator.generate(prompts, 1)
-            alts = sample_geometric_mixture(
-                model,
-                reference,
-                tokenizer,
-                prompts,
-                cfg.mixture,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                seed=cfg.seed * 100003 + step,
-            )
             triples = [(p, c.text, alt) for p, c, alt in zip(prompts, completions, alts)]
-        prefs = compare_many(teacher, triples)
+        prefs = dist.broadcast_object(compare_many(teacher, triples) if dist.is_main else None)
         metrics: dict[str, float] = {
             "teacher/p_first": sum(_preference_value(p) for p in prefs) / len(prefs),
             "teacher/ties": sum(p.which in ("tie", "skip") for p in prefs) / len(prefs),
         }
-        # Log-probs on the sampled token ids (the online-RL loop's rollout; never re-tokenized text).
-        roll = build_rollout(completions, 2 if algorithm == "online_dpo" else 1)
+        # Log-probs on the sampled token ids of this rank's replies (the online-RL loop's rollout;
+        # never re-tokenized text). Each rank's mean loss is weighted by its share of the step's
+        # pairs (prompts), so the gradients summed over ranks are the whole step's mean loss's.
+        roll = build_rollout(local, k)
+        mine = prefs[lo:hi]
         tokens = 0
+        part: dict[str, float] = {}
         if algorithm == "online_dpo":
             rows = [
-                (2 * i, 2 * i + 1) if p.which == "a" else (2 * i + 1, 2 * i)
-                for i, p in enumerate(prefs)
+                (2 * j, 2 * j + 1) if p.which == "a" else (2 * j + 1, 2 * j)
+                for j, p in enumerate(mine)
                 if p.which in ("a", "b")
             ]
-            more: dict[str, float] = {"pairs": float(len(rows))}
+            total = sum(p.which in ("a", "b") for p in prefs)
+            metrics["pairs"] = float(total)
+            count = len(rows)
             if rows:
                 ids = [r for pair in rows for r in pair]  # chosen, rejected, chosen, rejected, ...
                 policy_logps, ref_logps, tokens = _sequence_logps(
                     model, reference, roll, ids, pad_id, device, cfg
                 )
-                loss, dpo_metrics = dpo_loss(
+                loss, part = dpo_loss(
                     policy_logps[0::2], policy_logps[1::2], ref_logps[0::2], ref_logps[1::2], beta=cfg.beta
                 )
-                loss.backward()
-                more.update(dpo_metrics, kl=(policy_logps[0::2] - ref_logps[0::2]).mean().item())
-            else:  # every pair tied or skipped: nothing to learn this step
-                loss = torch.zeros((), device=device)
+                (loss * (count / total)).backward()
+                part.update(loss=loss.item(), kl=(policy_logps[0::2] - ref_logps[0::2]).mean().item())
+            # else: this rank's pairs all tied or were skipped: nothing to learn from them
         else:
+            count = len(mine)
             policy_logps, ref_logps, tokens = _sequence_logps(
-                model, reference, roll, list(range(len(completions))), pad_id, device, cfg
+                model, reference, roll, list(range(count)), pad_id, device, cfg
             )
-            pref = torch.tensor([_preference_value(p) for p in prefs], device=device)
-            loss, more = nash_md_loss(policy_logps, ref_logps, pref, cfg.beta)
-            loss.backward()
-        run.step_done(step, {"loss": loss.item(), **metrics, **more}, tokens, started)
+            pref = torch.tensor([_preference_value(p) for p in mine], device=device)
+            loss, part = nash_md_loss(policy_logps, ref_logps, pref, cfg.beta)
+            (loss * (count / len(prompts))).backward()
+            part["loss"] = loss.item()
+        # the means over every rank's pairs (prompts): one process's numbers
+        metrics.update(run.reduce_metrics([(part, float(count))]))
+        run.step_done(step, metrics, tokens, started)
     run.close()
 
-    result: dict[str, Any] = {"algorithm": algorithm, "teacher": teacher.name, "steps": run.total_steps}
+    if dist.is_main:
+        _evaluate(cfg, algorithm, teacher, generator, eval_prompts, before, eval_seed, run.total_steps, out)
+        save_final(model, tokenizer, out)
+    dist.barrier()
+    return out / "final"
+
+
+def _evaluate(cfg, algorithm, teacher, generator, eval_prompts, before, eval_seed, steps, out) -> None:
+    """OUTPUT/eval.json (and eval_samples.jsonl): the teacher's verdicts on the trained policy's
+    replies to the held-out prompts against the start model's (same sampling seed)."""
+    from prefloop.teachers.base import compare_many
+
+    result: dict[str, Any] = {"algorithm": algorithm, "teacher": teacher.name, "steps": steps}
     if eval_prompts:
         after = [c.text for c in generator.generate(eval_prompts, 1, seed=eval_seed)]
         verdicts = compare_many(teacher, list(zip(eval_prompts, after, before)))
@@ -268,7 +343,6 @@ def train(cfg: OnlinePreferenceConfig, algorithm: str = "online_dpo", teacher=No
     if hasattr(teacher, "summary"):
         result["judge"] = teacher.summary()
     write_json(out / "eval.json", result)
-    return save_final(model, tokenizer, out)
 
 
 @dataclass
@@ -280,7 +354,14 @@ class NashMDConfig(OnlinePreferenceConfig):
 
 
 def main(argv: list[str], command: str = "online-dpo") -> None:
-    if command == "nash-md":
-        run_cli(NashMDConfig, argv, command, lambda cfg: train(cfg, "nash_md"))
-    else:
-        run_cli(OnlinePreferenceConfig, argv, command, lambda cfg: train(cfg, "online_dpo"))
+    from prefloop.rewards import RewardError
+
+    algorithm = "nash_md" if command == "nash-md" else "online_dpo"
+
+    def run(cfg: OnlinePreferenceConfig) -> Path:
+        try:
+            return train(cfg, algorithm)
+        except RewardError as exc:  # a bad --reward-model spec or score is bad input: one line, exit 2
+            raise TrainError(str(exc)) from None
+
+    run_cli(NashMDConfig if algorithm == "nash_md" else OnlinePreferenceConfig, argv, command, run)

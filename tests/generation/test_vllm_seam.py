@@ -1,8 +1,11 @@
 """The parts of the vLLM backend that need no vLLM: the merged LoRA weights it sends, the
-one-line error without vllm, and the online commands' --generator check (tiny models, fast)."""
+one-line error without vllm, the online commands' --generator check (tiny models, fast), and the
+weight sync's deadline (a reload that really blocks, in a stand-in for the engine)."""
 
 import copy
 import importlib.util
+import threading
+import time
 
 import pytest
 import torch
@@ -59,3 +62,59 @@ def test_vllm_generator_and_ray_are_refused_together():
     cfg = GRPOConfig(reward="gold:length", generator="vllm", ray=True, num_generations=2)
     with pytest.raises(ConfigError, match="--generator vllm runs in this process"):
         resolve(cfg, "grpo")
+
+
+class _Engine:
+    """Stands in for `vllm.LLM` (vllm is not installed here): the two calls `reload_weights` makes.
+
+    `release` unset: the reload blocks on it for real (a worker stuck in a collective), in the
+    helper thread that `reload_weights` runs it in."""
+
+    def __init__(self, release: threading.Event | None = None, fail: Exception | None = None):
+        self.release, self.fail, self.calls = release, fail, []
+
+    def collective_rpc(self, method, kwargs):
+        self.calls.append((method, kwargs))
+        if self.release is not None:
+            self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+
+    def reset_prefix_cache(self):
+        self.calls.append(("reset_prefix_cache", None))
+
+
+ITEMS = [("model.embed_tokens.weight", torch.ones(4, 2)), ("lm_head.weight", torch.zeros(4, 2))]
+
+
+def test_a_vllm_weight_sync_that_never_returns_fails_named_within_its_timeout():
+    from prefloop.dist import WeightSyncError
+    from prefloop.generation.vllm import reload_weights
+
+    release = threading.Event()
+    engine = _Engine(release)
+    started = time.monotonic()
+    with pytest.raises(
+        WeightSyncError,
+        match=r"^rank 1 \(in-process vLLM engine\): weight sync \(vLLM reload_weights of 2 tensors, 0\.0 MiB\) "
+        r"did not complete within 0\.5 s; check the engine's log .* --sync-timeout-s",
+    ):
+        reload_weights(engine, ITEMS, 0.5, "rank 1 (in-process vLLM engine)")
+    waited = time.monotonic() - started
+    assert 0.5 <= waited < 5.0
+    assert [c[0] for c in engine.calls] == ["reload_weights"]  # it was called, and is still blocked
+    release.set()
+
+
+def test_a_vllm_weight_sync_reloads_then_resets_the_prefix_cache_and_passes_engine_errors_on():
+    from prefloop.generation.vllm import reload_weights
+
+    engine = _Engine()
+    reload_weights(engine, ITEMS, 10.0)
+    (method, kwargs), reset = engine.calls
+    assert method == "reload_weights" and kwargs["is_checkpoint_format"] is True
+    assert kwargs["weights_iterator"] is ITEMS and reset == ("reset_prefix_cache", None)
+    broken = _Engine(fail=KeyError("model.layers.9.mlp.weight"))
+    with pytest.raises(KeyError, match="layers.9"):  # the engine's own error, not a timeout
+        reload_weights(broken, ITEMS, 10.0)
+    assert [c[0] for c in broken.calls] == ["reload_weights"]  # no cache reset after a failed reload
