@@ -108,6 +108,49 @@ def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str
     plt.close(fig)
 
 
+def plot_curves(root: Path, budgets: list[int], seeds: list[int], title: str, path: Path) -> None:
+    """Training curves: true episode return against env steps, mean over seeds, for true-reward PPO and
+    each label budget (each iteration's mean over the episodes that ended in it, smoothed over 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def curve(name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        per_seed = []
+        for seed in seeds:
+            metrics = root / f"{name}-s{seed}" / "metrics.jsonl"
+            if not metrics.exists():
+                continue
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            per_seed.append(
+                {r["env_steps"]: r["true/episode_return"] for r in rows if "true/episode_return" in r}
+            )
+        if not per_seed:
+            return None
+        steps = sorted(set.intersection(*(set(d) for d in per_seed)))
+        mean = np.array([np.mean([d[t] for d in per_seed]) for t in steps])
+        smooth = np.convolve(mean, np.ones(5) / 5, mode="valid") if len(mean) >= 5 else mean
+        return np.array(steps[len(steps) - len(smooth) :]), smooth
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = plt.get_cmap("plasma")(np.linspace(0.05, 0.8, max(len(budgets), 1)))
+    for name, label, colour in [("true", "true-reward PPO", "black")] + [
+        (f"pref{n}", f"{n} labels", colours[i]) for i, n in enumerate(budgets)
+    ]:
+        c = curve(name)
+        if c is not None:
+            ax.plot(*c, label=label, color=colour, lw=2.2 if name == "true" else 1.4)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"true episode return (training, mean over {len(seeds)} seeds)")
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,6 +201,7 @@ def main() -> None:
                 "return_std": float(returns.std()),
                 "score_mean": float(scores.mean()),
                 "score_std": float(scores.std()),
+                "returns": [float(x) for x in returns],
                 "wall_s_mean": float(np.mean([r["wall_s"] for r in runs])),
                 "seeds": len(runs),
             }
@@ -169,13 +213,14 @@ def main() -> None:
     lines = [
         header,
         "",
-        "| run | return (mean ± std) | normalised score (mean ± std) | wall s / run |",
-        "|---|---:|---:|---:|",
+        "| run | return (mean ± std) | normalised score (mean ± std) | return per seed | wall s / run |",
+        "|---|---:|---:|---|---:|",
     ]
     for t in table:
         lines.append(
             f"| {t['run']} | {t['return_mean']:.1f} ± {t['return_std']:.1f} | "
-            f"{t['score_mean']:.2f} ± {t['score_std']:.2f} | {t['wall_s_mean']:.0f} |"
+            f"{t['score_mean']:.2f} ± {t['score_std']:.2f} | {' / '.join(f'{x:.0f}' for x in t['returns'])} | "
+            f"{t['wall_s_mean']:.0f} |"
         )
     text = "\n".join(lines)
     print(text)
@@ -185,6 +230,7 @@ def main() -> None:
         json.dumps({"random": r_random, "true": r_true, "rows": table}, indent=2)
     )
     plot(rows, r_random, r_true, header, root / "labels.png")
+    plot_curves(root, args.labels, args.seeds, header, root / "curves.png")
 
 
 if __name__ == "__main__":

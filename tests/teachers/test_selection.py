@@ -77,3 +77,16 @@ def test_item_scores_take_the_best_pair():
     s = item_scores("disagreement", items)
     assert s[0] == pytest.approx(0.0) and s[1] == pytest.approx(((sig(1) - sig(-1)) / 2) ** 2)
     assert item_scores("entropy", [np.zeros((1, 1))]) == [0.0]  # one response: no pair
+
+
+def test_pair_probabilities_are_finite_and_warning_free_for_huge_reward_gaps():
+    import warnings
+
+    from prefloop.teachers.selection import pair_probabilities
+
+    r = np.array([[[800.0, -800.0], [-800.0, 800.0], [1.0, 0.0]]])  # [M=1, N=3, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would raise here
+        p = pair_probabilities(r)
+    # σ(1600) = 1, σ(−1600) = 0, σ(1) = 1 / (1 + e^{-1}) = 0.7310586
+    assert p[0].tolist() == pytest.approx([1.0, 0.0, 0.7310586], abs=1e-7)
