@@ -12,7 +12,7 @@ import importlib.util
 import shutil
 
 import pytest
-from distrun import DATA, TIGHT, argv, assert_same_weights, launch, nine_records, train_rows
+from distrun import DATA, REPO, TIGHT, argv, assert_same_weights, launch, nine_records, train_rows
 
 from prefloop.cli import main
 
@@ -60,15 +60,55 @@ def fsdp2(tmp_path_factory):
         {"argv": argv("dpo", data["dpo"], two / "dpo", "--batch-size", "4")},  # checkpoint at step 2
         *crash_and_resume(argv("dpo", data["dpo"], two / "dpo-resumed", "--batch-size", "4")),
         {"argv": argv("dpo", data["dpo"], two / "dpo-lora", *lora)},
+        *[  # the online loops are refused (one line, exit 2) before anything is trained
+            {
+                "argv": [*args, "--output-dir", str(two / args[0])],
+                "exit_code_file": str(root / f"{args[0]}.exit"),
+            }
+            for args in ONLINE
+        ],
     ]
-    launch("fsdp2.yaml", jobs, root)
+    output = launch("fsdp2.yaml", jobs, root)
+    (root / "launch.log").write_text(output)
     return root, data
+
+
+TOY = f"{REPO / 'tests' / 'online' / 'toy_rewards.py'}:frac_e"
+ONLINE = [
+    ["grpo", "--model", "tiny", "--data", str(DATA / "prompts.jsonl"), "--reward", TOY],
+    [
+        "online-dpo",
+        "--model",
+        "tiny",
+        "--num-eval-prompts",
+        "0",
+        "--teacher",
+        "reward",
+        "--reward-model",
+        TOY,
+    ],
+]
 
 
 def test_fsdp2_equals_one_process(fsdp2):
     root, data = fsdp2
     assert_equal_runs(root / "2p" / "sft", one_process("sft", data["sft"], root))
     assert_equal_runs(root / "2p" / "dpo", one_process("dpo", data["dpo"], root))
+
+
+@pytest.mark.parametrize("command", [args[0] for args in ONLINE])
+def test_fsdp2_refuses_the_online_loops_with_one_line(fsdp2, command):
+    """The online loops sum their gradients themselves (forwards outside any engine wrapper) and
+    sample on each rank: under FSDP2 they stop with a one-line error that says what to launch."""
+    root = fsdp2[0]
+    assert (root / f"{command}.exit").read_text() == "2"
+    log = (root / "launch.log").read_text()
+    name = command.replace("-", "_")  # the loop's name
+    assert (
+        f"{name} runs on one process or under DDP, not under fsdp: launch it with examples/accelerate/ddp.yaml"
+        in log
+    )
+    assert not (root / "2p" / command / "final").exists()
 
 
 def test_fsdp2_saves_merged_lora(fsdp2):
