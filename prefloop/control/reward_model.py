@@ -1,8 +1,9 @@
 """The reward predictor: an ensemble of small MLPs r̂_m(o, a), each fit to its own bootstrap resample.
 
 Christiano et al. 2017 §2.2.3: several predictors, each trained on |D| comparisons drawn with
-replacement from D; the reward the agent sees is their mean (each member normalised by the loop's
-running statistics). Each member minimises `prefloop.losses.segment_preference_loss` (Bradley–Terry
+replacement from D; the reward the agent sees is their mean, standardised by the loop
+(`prefloop.control.loop.reward_moments`: the mean's statistics over the labelled segments, not each
+member's). Each member minimises `prefloop.losses.segment_preference_loss` (Bradley–Terry
 over summed segment rewards with a 10 % random-answer rate). Members keep their weights between
 rounds (training continues as labels arrive); a new bootstrap resample is drawn every round.
 
