@@ -83,6 +83,18 @@ def run(out: Path, args: argparse.Namespace, extra: list[str]) -> dict:
     return summary
 
 
+def finish(fig, ax, title: str, path: Path) -> None:
+    """The figures' common ending: wrapped title, grid, legend, saved and closed."""
+    import matplotlib.pyplot as plt
+
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str, path: Path) -> None:
     """Normalised score against labels: each seed's run, mean ± std, the true-reward level and 0.9."""
     import matplotlib
@@ -108,12 +120,7 @@ def plot(rows: dict[str, list[dict]], r_random: float, r_true: float, title: str
     ax.set_xticks(budgets, [str(n) for n in budgets])
     ax.set_xlabel("labels (segment-pair comparisons)")
     ax.set_ylabel("normalised return")
-    ax.set_title(textwrap.fill(title, 90), fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, ax, title, path)
 
 
 def plot_curves(root: Path, budgets: list[int], seeds: list[int], title: str, path: Path) -> None:
@@ -151,12 +158,7 @@ def plot_curves(root: Path, budgets: list[int], seeds: list[int], title: str, pa
             ax.plot(*c, label=label, color=colour, lw=2.2 if name == "true" else 1.4)
     ax.set_xlabel("environment steps")
     ax.set_ylabel(f"true episode return (training, mean over {len(seeds)} seeds)")
-    ax.set_title(textwrap.fill(title, 90), fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, ax, title, path)
 
 
 def main() -> None:
