@@ -598,9 +598,10 @@ def train(cfg: ControlConfig) -> Path:
         if preference:
             r_hat = ensemble.predict(obs_buf, env_act_buf).mean(0)  # [T, E]
             rewards = (r_hat - moments.mean) / (moments.std + 1e-8)
-            r_absorbing = (float(ensemble.absorbing_reward().mean()) - moments.mean) / (moments.std + 1e-8)
+            r_abs = float(ensemble.absorbing_reward().mean())
+            r_absorbing = (r_abs - moments.mean) / (moments.std + 1e-8)
             absorbing = np.full_like(rewards, r_absorbing / (1.0 - cfg.gamma))
-            metrics["reward/predicted_absorbing"] = float(ensemble.absorbing_reward().mean())
+            metrics["reward/predicted_absorbing"] = r_abs
             metrics["reward/predicted_mean"] = float(r_hat.mean())
         else:
             rewards, absorbing = true_rew, np.zeros_like(true_rew)
